@@ -1,0 +1,6 @@
+"""Renderers: motion -> head RGBA frames, behind one contract (:class:`renderers.base.Renderer`)."""
+
+from renderers.base import HeadFrame, Renderer, load_renderer
+from renderers.warp.renderer import WarpConfig, WarpRenderer
+
+__all__ = ["HeadFrame", "Renderer", "WarpConfig", "WarpRenderer", "load_renderer"]
