@@ -1,0 +1,13 @@
+"""Pipeline: media I/O, framing, compositor, configs, the CLI and the Python API."""
+
+from pipeline.errors import UserError
+
+
+def generate(*args, **kwargs):
+    """Single-portrait generation; see :func:`pipeline.oneshot.generate`."""
+    from pipeline.oneshot import generate as _generate
+
+    return _generate(*args, **kwargs)
+
+
+__all__ = ["UserError", "generate"]

@@ -38,7 +38,8 @@ class MouthPainter:
         skin = np.median([image[int(y), int(x)] for x, y in cheek], 0).astype(np.float32)
         luma = float(skin @ np.array([0.299, 0.587, 0.114]))
         # Teeth: off-white at a brightness that matches the photo's exposure.
-        self.teeth_colour = np.clip(np.array([238.0, 232.0, 215.0]) * min(1.0, 0.55 + luma / 300.0), 0, 245)
+        base = 0.88 * np.array([236.0, 230.0, 212.0]) + 0.12 * self.lip_colour  # warm, never blue-white
+        self.teeth_colour = np.clip(base * min(1.0, 0.55 + luma / 300.0), 0, 240)
         self.cavity_colour = self.lip_colour * np.array([0.42, 0.24, 0.24])
         self.tongue_colour = self.lip_colour * np.array([0.85, 0.55, 0.55]) + np.array([20.0, 0.0, 0.0])
         self.rest_width = float(np.linalg.norm(rest_points[tp.MOUTH_CORNERS[1]] - rest_points[tp.MOUTH_CORNERS[0]]))

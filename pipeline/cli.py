@@ -1,0 +1,129 @@
+"""The ``talking-portrait`` command."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import os
+import sys
+import time
+from pathlib import Path
+
+from pipeline.errors import UserError
+
+
+def _add_config_args(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--config", help="YAML config (a path, or a name in configs/)")
+    parser.add_argument(
+        "--set", action="append", default=[], metavar="KEY=VALUE",
+        help="override a config value, e.g. --set motion.jaw_gain=1.1 (repeatable)",
+    )  # fmt: skip
+
+
+def _generate_config(args: argparse.Namespace):
+    from pipeline.config import load_config
+    from pipeline.oneshot import GenerateConfig
+
+    overrides = list(args.set)
+    for key in ("size", "fps", "tracker"):
+        value = getattr(args, key, None)
+        if value is not None:
+            overrides.append(f"{key}={value}")
+    return load_config(GenerateConfig, args.config, overrides)
+
+
+def _run_generate(args: argparse.Namespace) -> int:
+    from pipeline.oneshot import generate
+
+    config = _generate_config(args)
+    transcript = args.transcript
+    if transcript and os.path.isfile(transcript):
+        transcript = Path(transcript).read_text()
+    start = time.perf_counter()
+    result = generate(
+        args.image, args.audio, args.out, transcript=transcript, config=config,
+        progress=not args.quiet, save_motion=args.save_motion,
+    )  # fmt: skip
+    took = time.perf_counter() - start
+    print(
+        f"wrote {result.video} ({result.num_frames} frames, {result.audio_seconds:.2f} s of audio, "
+        f"{took:.1f} s); config {result.config}"
+    )
+    return 0
+
+
+def _run_demo(args: argparse.Namespace) -> int:
+    from pipeline.oneshot import demo_inputs
+
+    photo, speech, transcript = demo_inputs()
+    args.image, args.audio, args.transcript = str(photo), str(speech), transcript
+    print(f"demo: {photo.name} saying {speech.name}")
+    return _run_generate(args)
+
+
+def _run_bench(args: argparse.Namespace) -> int:
+    from pipeline.bench import bench_oneshot
+
+    config = _generate_config(args)
+    bench_oneshot(config, image=args.image, audio=args.audio, repeats=args.repeats, out=args.out)
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="talking-portrait", description="Photoreal talking-portrait video from speech."
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="debug logging and full tracebacks")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    gen = sub.add_parser("generate", help="one photo + one speech clip -> a talking video (no training)")
+    gen.add_argument("--image", required=True, help="portrait photo (png, jpg, webp, ...)")
+    gen.add_argument("--audio", required=True, help="speech: wav, flac, mp3, m4a or a video's audio track")
+    gen.add_argument("--transcript", help="text of the speech (or a .txt path): aligned for sharper visemes")
+    gen.add_argument("--out", default="outputs/talking.mp4", help="output .mp4 (default: %(default)s)")
+    demo = sub.add_parser("demo", help="generate on the embedded default photo and speech clip")
+    demo.add_argument("--out", default="outputs/demo.mp4", help="output .mp4 (default: %(default)s)")
+    for p in (gen, demo):
+        p.add_argument("--size", type=int, help="output width and height in pixels (default 512)")
+        p.add_argument("--fps", type=float, help="output frame rate (default 25)")
+        p.add_argument("--tracker", choices=["mediapipe", "face-alignment"], help="landmark tracker")
+        p.add_argument("--save-motion", action="store_true", help="also write <out>.motion.npz")
+        p.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+        _add_config_args(p)
+    gen.set_defaults(func=_run_generate)
+    demo.set_defaults(func=_run_demo)
+
+    bench = sub.add_parser("bench", help="measure speed")
+    bench_sub = bench.add_subparsers(dest="bench", required=True)
+    one = bench_sub.add_parser("oneshot", help="single-portrait generation: render frames/s, command time")
+    one.add_argument("--image", help="portrait (default: the demo photo)")
+    one.add_argument("--audio", help="speech (default: the demo clip)")
+    one.add_argument("--repeats", type=int, default=3, help="timed runs; the median is reported")
+    one.add_argument("--out", default="outputs/bench_oneshot.mp4", help="where the timed video goes")
+    one.add_argument("--size", type=int, help="output size (default 512)")
+    one.add_argument("--fps", type=float, help="frame rate (default 25)")
+    one.add_argument("--tracker", choices=["mediapipe", "face-alignment"], help=argparse.SUPPRESS)
+    _add_config_args(one)
+    one.set_defaults(func=_run_bench)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    logging.basicConfig(
+        level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s: %(message)s"
+    )
+    try:
+        return args.func(args)
+    except UserError as err:
+        if args.verbose:
+            raise
+        print(f"error: {err.message}", file=sys.stderr)
+        return err.exit_code
+    except KeyboardInterrupt:
+        print("interrupted; nothing half-written was kept", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
