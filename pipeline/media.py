@@ -1,0 +1,720 @@
+"""Image and video I/O: load a portrait, write a browser-playable H.264 + AAC mp4 atomically, probe and
+read videos.
+
+Everything video goes through the ffmpeg binary that imageio-ffmpeg carries (there is no ffprobe).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+import os
+import re
+import shutil
+import struct
+import subprocess
+import tempfile
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from pipeline.audio import Audio, ffmpeg_exe
+from pipeline.errors import InputError, OutputError
+
+log = logging.getLogger(__name__)
+
+MIN_IMAGE_SIDE = 64
+MAX_IMAGE_SIDE = 8000
+MAX_IMAGE_PIXELS = 40_000_000
+
+# ----------------------------------------------------------------------------------------------------
+# Images
+# ----------------------------------------------------------------------------------------------------
+
+
+def load_image(path: str | os.PathLike, *, max_side: int = 4096) -> np.ndarray:
+    """Read a photo as uint8 RGB [H, W, 3].
+
+    PNG, JPEG, WebP, BMP and TIFF; grayscale becomes RGB, alpha is composited over white, 16-bit and float
+    images are scaled to 8 bits, and the EXIF orientation is applied. An image whose longer side exceeds
+    ``max_side`` is downscaled (aspect kept) with a warning. Raises :class:`InputError` with a fix when the
+    file is missing, not an image, corrupt or truncated, smaller than 64 px on a side, or over 8000 px on a
+    side or 40 megapixels.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise InputError(f"image file not found: {path}", "check the path given to --image")
+    if not path.is_file():
+        raise InputError(f"{path} is not a file", "give the path of a photo (png, jpg, webp, bmp, tiff)")
+    try:
+        data = path.read_bytes()
+    except OSError as err:
+        raise InputError(f"cannot read {path} ({err.strerror})", "check the file's permissions") from err
+    kind = _image_kind(data)
+    if kind is None:
+        raise InputError(
+            f"{path} is not an image this program reads",
+            "give a photo as png, jpg, webp, bmp or tiff",
+        )
+    if kind == "jpeg" and not _jpeg_complete(data):
+        raise InputError(f"{path} is a truncated or corrupt JPEG", "re-export or re-download the photo")
+    size = _header_size(data, kind)
+    if size is not None:
+        _check_huge(path, *size)
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_UNCHANGED)
+    if img is None or img.size == 0:
+        raise InputError(f"{path} is corrupt or truncated ({kind})", "re-export or re-download the photo")
+    h, w = img.shape[:2]
+    _check_huge(path, w, h)
+    img = _to_rgb8(img)
+    img = _apply_orientation(img, _exif_orientation(data, kind))
+    h, w = img.shape[:2]
+    if min(h, w) < MIN_IMAGE_SIDE:
+        raise InputError(
+            f"image {path} is too small ({w}x{h} px)",
+            "give a photo at least 256 px on its shorter side",
+        )
+    if max(h, w) > max_side:
+        scale = max_side / max(h, w)
+        nw, nh = max(1, round(w * scale)), max(1, round(h * scale))
+        log.warning("image %s is %dx%d px; downscaling it to %dx%d", path, w, h, nw, nh)
+        img = cv2.resize(img, (nw, nh), interpolation=cv2.INTER_AREA)
+    return np.ascontiguousarray(img)
+
+
+def _check_huge(path: Path, w: int, h: int) -> None:
+    if max(w, h) > MAX_IMAGE_SIDE or w * h > MAX_IMAGE_PIXELS:
+        raise InputError(
+            f"image {path} is too large ({w}x{h} px, {w * h / 1e6:.0f} MP)",
+            f"downscale it to at most {MAX_IMAGE_SIDE} px on a side and 40 MP (2048 px is plenty)",
+        )
+
+
+def _image_kind(data: bytes) -> str | None:
+    if data[:3] == b"\xff\xd8\xff":
+        return "jpeg"
+    if data[:8] == b"\x89PNG\r\n\x1a\n":
+        return "png"
+    if data[:4] == b"RIFF" and data[8:12] == b"WEBP":
+        return "webp"
+    if data[:2] == b"BM":
+        return "bmp"
+    if data[:4] in (b"II*\x00", b"MM\x00*"):
+        return "tiff"
+    return None
+
+
+def _jpeg_complete(data: bytes) -> bool:
+    """Walk the JPEG markers; False when the data ends before the end-of-image marker."""
+    n, i = len(data), 2
+    while i + 2 <= n:
+        if data[i] != 0xFF:
+            return False
+        marker = data[i + 1]
+        if marker == 0xFF:  # fill byte
+            i += 1
+            continue
+        if marker == 0xD9:
+            return True
+        if marker in (0x01, *range(0xD0, 0xD8)):
+            i += 2
+            continue
+        if i + 4 > n:
+            return False
+        seg_len = struct.unpack(">H", data[i + 2 : i + 4])[0]
+        i += 2 + seg_len
+        if marker == 0xDA:  # start of scan: skip entropy-coded data up to the next real marker
+            while True:
+                j = data.find(b"\xff", i)
+                if j < 0 or j + 1 >= n:
+                    return False
+                nxt = data[j + 1]
+                if nxt == 0x00 or 0xD0 <= nxt <= 0xD7 or nxt == 0xFF:
+                    i = j + 1 if nxt == 0xFF else j + 2
+                    continue
+                i = j
+                break
+    return False
+
+
+def _header_size(data: bytes, kind: str) -> tuple[int, int] | None:
+    """(width, height) from the file header where cheap, to refuse huge images before decoding them."""
+    try:
+        if kind == "png":
+            return struct.unpack(">II", data[16:24])
+        if kind == "bmp":
+            w, h = struct.unpack("<ii", data[18:26])
+            return abs(w), abs(h)
+        if kind == "jpeg":
+            i = 2
+            while i + 9 < len(data):
+                if data[i] != 0xFF:
+                    return None
+                marker = data[i + 1]
+                if marker in (0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF):
+                    h, w = struct.unpack(">HH", data[i + 5 : i + 9])
+                    return w, h
+                if marker == 0xFF:
+                    i += 1
+                    continue
+                i += 2 + struct.unpack(">H", data[i + 2 : i + 4])[0]
+    except struct.error:
+        return None
+    return None
+
+
+def _exif_orientation(data: bytes, kind: str) -> int:
+    """The EXIF orientation tag (1-8), 1 when absent or unreadable."""
+    tiff: bytes | None = None
+    try:
+        if kind == "jpeg":
+            i = 2
+            while i + 4 <= len(data) and data[i] == 0xFF:
+                marker = data[i + 1]
+                if marker in (0xDA, 0xD9):
+                    break
+                seg_len = struct.unpack(">H", data[i + 2 : i + 4])[0]
+                if marker == 0xE1 and data[i + 4 : i + 10] == b"Exif\x00\x00":
+                    tiff = data[i + 10 : i + 2 + seg_len]
+                    break
+                i += 2 + seg_len
+        elif kind == "png":
+            i = 8
+            while i + 8 <= len(data):
+                length, ctype = struct.unpack(">I4s", data[i : i + 8])
+                if ctype == b"eXIf":
+                    tiff = data[i + 8 : i + 8 + length]
+                    break
+                if ctype in (b"IDAT", b"IEND"):
+                    break
+                i += 12 + length
+        elif kind == "webp":
+            i = 12
+            while i + 8 <= len(data):
+                ctype, length = struct.unpack("<4sI", data[i : i + 8])
+                if ctype == b"EXIF":
+                    tiff = data[i + 8 : i + 8 + length]
+                    if tiff.startswith(b"Exif\x00\x00"):
+                        tiff = tiff[6:]
+                    break
+                i += 8 + length + (length & 1)
+        elif kind == "tiff":
+            tiff = data
+        if not tiff or tiff[:2] not in (b"II", b"MM"):
+            return 1
+        e = "<" if tiff[:2] == b"II" else ">"
+        (ifd,) = struct.unpack(e + "I", tiff[4:8])
+        (count,) = struct.unpack(e + "H", tiff[ifd : ifd + 2])
+        for k in range(count):
+            entry = tiff[ifd + 2 + 12 * k : ifd + 14 + 12 * k]
+            tag, typ = struct.unpack(e + "HH", entry[:4])
+            if tag == 0x0112 and typ == 3:
+                (value,) = struct.unpack(e + "H", entry[8:10])
+                return value if 1 <= value <= 8 else 1
+    except (struct.error, IndexError):
+        return 1
+    return 1
+
+
+def _apply_orientation(img: np.ndarray, orientation: int) -> np.ndarray:
+    """Turn stored pixels upright as EXIF orientation ``orientation`` says."""
+    if orientation == 2:
+        return img[:, ::-1]
+    if orientation == 3:
+        return img[::-1, ::-1]
+    if orientation == 4:
+        return img[::-1]
+    if orientation == 5:
+        return img.transpose(1, 0, 2)
+    if orientation == 6:
+        return np.rot90(img, -1)
+    if orientation == 7:
+        return np.rot90(img, -1)[::-1]
+    if orientation == 8:
+        return np.rot90(img, 1)
+    return img
+
+
+def _to_rgb8(img: np.ndarray) -> np.ndarray:
+    """OpenCV's decoded BGR / BGRA / gray, any depth -> uint8 RGB, alpha composited over white."""
+    if img.ndim == 2:
+        img = img[:, :, None]
+    c = img.shape[2]
+    if img.dtype == np.uint8 and c in (1, 3):  # the common case, no float round trip
+        return np.ascontiguousarray(np.repeat(img, 3, axis=2) if c == 1 else img[:, :, ::-1])
+    if img.dtype == np.uint8:
+        x = img.astype(np.float32) / 255.0
+    elif img.dtype == np.uint16:
+        x = img.astype(np.float32) / 65535.0
+    elif np.issubdtype(img.dtype, np.floating):
+        x = np.nan_to_num(img.astype(np.float32)).clip(0.0, 1.0)
+    elif np.issubdtype(img.dtype, np.integer):
+        info = np.iinfo(img.dtype)
+        x = (img.astype(np.float32) - info.min) / float(info.max - info.min)
+    else:
+        raise InputError(f"unsupported pixel type {img.dtype}", "re-export the photo as an 8-bit png or jpg")
+    alpha = None
+    if c == 2:
+        x, alpha = x[:, :, :1], x[:, :, 1:]
+    elif c >= 4:
+        x, alpha = x[:, :, :3], x[:, :, 3:4]
+    x = np.repeat(x, 3, axis=2) if x.shape[2] == 1 else x[:, :, ::-1]  # gray -> RGB, BGR -> RGB
+    if alpha is not None:
+        x = x * alpha + (1.0 - alpha)
+    return (x * 255.0 + 0.5).clip(0, 255).astype(np.uint8)
+
+
+# ----------------------------------------------------------------------------------------------------
+# Output paths
+# ----------------------------------------------------------------------------------------------------
+
+
+def check_output_path(path: str | os.PathLike, suffix: str = ".mp4") -> Path:
+    """Resolve ``path`` for writing, creating missing parent folders.
+
+    Raises :class:`OutputError` with a fix when the suffix is not ``suffix``, the path is a folder, or the
+    parent folder cannot be created or written.
+    """
+    raw = Path(path).expanduser()
+    if suffix and raw.suffix.lower() != suffix.lower():
+        raise OutputError(
+            f"output {raw} does not end in {suffix}",
+            f"use a {suffix} path, e.g. {raw.with_suffix(suffix).name}",
+        )
+    out = raw.resolve()
+    if out.is_dir():
+        raise OutputError(
+            f"output {out} is a folder", f"give a file path inside it, e.g. {out / ('out' + suffix)}"
+        )
+    parent = out.parent
+    if parent.exists() and not parent.is_dir():
+        raise OutputError(
+            f"cannot write {out}: {parent} is a file, not a folder", "choose another output path"
+        )
+    if not parent.exists():
+        try:
+            parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise OutputError(
+                f"cannot create the output folder {parent} ({err.strerror or err})",
+                "choose an output path in a folder you can write to",
+            ) from err
+    if not os.access(parent, os.W_OK | os.X_OK):
+        raise OutputError(
+            f"the output folder {parent} is not writable",
+            "choose an output path in a folder you can write to",
+        )
+    return out
+
+
+# ----------------------------------------------------------------------------------------------------
+# Video writing
+# ----------------------------------------------------------------------------------------------------
+
+_LIBX264_CHECKED: dict[str, bool] = {}
+
+
+def _check_libx264(exe: str) -> None:
+    if exe not in _LIBX264_CHECKED:
+        proc = subprocess.run([exe, "-hide_banner", "-nostdin", "-encoders"], capture_output=True)
+        _LIBX264_CHECKED[exe] = b" libx264 " in proc.stdout
+    if not _LIBX264_CHECKED[exe]:
+        raise OutputError(
+            f"the ffmpeg at {exe} has no libx264 H.264 encoder",
+            "reinstall imageio-ffmpeg (pip install --force-reinstall imageio-ffmpeg); its ffmpeg has it",
+        )
+
+
+_GENERIC = re.compile(
+    r"^(Conversion failed|frame=|Stream mapping|Consider increasing|Press \[q\])"
+    r"|Terminating thread|Task finished with error|Nothing was written into output|Error opening output file"
+    r"|Error writing trailer|Error closing file|Last message repeated"
+)
+_CAUSE = re.compile(r"error|invalid|could not|cannot|no such|unable|fail|not found|unknown|permission", re.I)
+
+
+def _ffmpeg_reason(text: str) -> str:
+    """The line of ffmpeg's stderr that says what went wrong, on one line without object addresses."""
+    lines = [re.sub(r" @ 0x[0-9a-f]+", "", ln).strip() for ln in text.splitlines()]
+    lines = [ln for ln in lines if ln]
+    specific = [ln for ln in lines if not _GENERIC.search(ln)]
+    causes = [ln for ln in specific if _CAUSE.search(ln)]
+    if causes:
+        return causes[0].rstrip(".")
+    return (specific or lines or [""])[-1].rstrip(".")
+
+
+def _last_line(log_path: Path) -> str:
+    try:
+        return _ffmpeg_reason(log_path.read_text(errors="replace"))
+    except OSError:
+        return ""
+
+
+class VideoWriter:
+    """Stream RGB frames (and optional audio) into an H.264 + AAC mp4 that browsers play.
+
+    ``size`` is (width, height), both even. Frames go to ffmpeg's stdin as raw rgb24; the mp4 is written to a
+    hidden temp file next to ``path`` and moved onto ``path`` only when everything succeeded. On any error, or
+    an exception inside the ``with`` block, the temp file is removed and ``path`` is left as it was.
+
+    >>> with VideoWriter("out.mp4", 25, (512, 512), audio=audio) as w:
+    ...     for frame in frames:
+    ...         w.write(frame)
+    """
+
+    def __init__(
+        self,
+        path: str | os.PathLike,
+        fps: float,
+        size: tuple[int, int],
+        audio: Audio | None = None,
+        crf: int = 18,
+        preset: str = "veryfast",
+        threads: int = 2,
+    ) -> None:
+        width, height = (int(v) for v in size)
+        if width <= 0 or height <= 0:
+            raise ValueError(f"video size must be positive, got {width}x{height}")
+        if width % 2 or height % 2:
+            raise OutputError(
+                f"video size {width}x{height} is odd; H.264 yuv420p needs an even width and height",
+                "crop or pad the frames by one pixel to an even size",
+            )
+        if not (fps > 0 and np.isfinite(fps)):
+            raise ValueError(f"fps must be a positive number, got {fps}")
+        if not 0 <= int(crf) <= 51:
+            raise ValueError(f"crf must be in 0..51, got {crf}")
+        self.path = check_output_path(path, ".mp4")
+        self.fps = float(fps)
+        self.size = (width, height)
+        self.frames_written = 0
+        self._closed = False
+        self._exe = exe = ffmpeg_exe()
+        _check_libx264(exe)
+        self._audio = None
+        if audio is not None:
+            samples = np.asarray(audio.samples, dtype=np.float32).reshape(-1)
+            if samples.size == 0:
+                raise ValueError("audio has no samples")
+            self._audio = Audio(np.clip(np.nan_to_num(samples), -1.0, 1.0), int(audio.rate))
+        hidden = f".{self.path.stem}.{uuid.uuid4().hex[:8]}"
+        self._tmp = self.path.parent / f"{hidden}.tmp.mp4"
+        # with audio, frames stream into a video-only file first; close() muxes the audio in, cut or padded
+        # to the video's exact length (ffmpeg's -shortest is off by up to an audio frame)
+        self._video_tmp = (
+            self.path.parent / f"{hidden}.video.tmp.mp4" if self._audio is not None else self._tmp
+        )
+        self._workdir = Path(tempfile.mkdtemp(prefix="tp-video-"))
+        self._log = self._workdir / "ffmpeg.log"
+        cmd = [
+            exe, "-nostdin", "-hide_banner", "-loglevel", "error", "-y",
+            "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-framerate", _rate(self.fps),
+            "-i", "pipe:0", "-map", "0:v:0",
+            "-c:v", "libx264", "-preset", preset, "-crf", str(int(crf)), "-threads", str(int(threads)),
+            "-vf", "scale=out_color_matrix=bt709:out_range=tv,format=yuv420p",
+            "-pix_fmt", "yuv420p", "-colorspace", "bt709", "-color_primaries", "bt709", "-color_trc", "bt709",
+            "-color_range", "tv",
+        ]  # fmt: skip
+        if self._audio is None:  # with audio, the muxing pass in close() moves the index to the front
+            cmd += ["-movflags", "+faststart"]
+        cmd += ["-f", "mp4", str(self._video_tmp)]
+        self._log_file = open(self._log, "wb")  # noqa: SIM115 - closed in _cleanup
+        try:
+            self._proc = subprocess.Popen(
+                cmd, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=self._log_file
+            )
+        except OSError as err:
+            self.abort()
+            raise OutputError(f"cannot start ffmpeg ({err})", "reinstall imageio-ffmpeg") from err
+
+    def _mux_audio(self) -> None:
+        """Encode the audio (AAC 128k) next to the finished video stream, cut or padded to its length."""
+        assert self._audio is not None
+        rate = self._audio.rate
+        duration = self.frames_written / self.fps
+        n = round(duration * rate)
+        samples = self._audio.samples
+        if len(samples) / rate > duration + 1.0 / self.fps:
+            log.warning(
+                "audio is %.2f s but the video only %.2f s (%d frames); cutting the audio",
+                len(samples) / rate, duration, self.frames_written,
+            )  # fmt: skip
+        samples = samples[:n] if len(samples) >= n else np.pad(samples, (0, n - len(samples)))
+        raw = self._workdir / "audio.f32"
+        samples.astype("<f4").tofile(raw)
+        out_rate = rate if rate in (44100, 48000) else 48000
+        cmd = [
+            self._exe, "-nostdin", "-hide_banner", "-loglevel", "error", "-y",
+            "-i", str(self._video_tmp), "-f", "f32le", "-ar", str(rate), "-ac", "1", "-i", str(raw),
+            "-map", "0:v:0", "-map", "1:a:0", "-c:v", "copy",
+            "-c:a", "aac", "-b:a", "128k", "-ar", str(out_rate), "-threads", "2",
+            "-movflags", "+faststart", "-f", "mp4", str(self._tmp),
+        ]  # fmt: skip
+        proc = subprocess.run(cmd, stdout=subprocess.DEVNULL, stderr=self._log_file)
+        if proc.returncode != 0:
+            self._log_file.flush()
+            msg = _last_line(self._log) or f"ffmpeg exited with code {proc.returncode}"
+            raise OutputError(f"ffmpeg failed to add the audio to {self.path}: {msg}", _ENCODER_FIX)
+        self._video_tmp.unlink(missing_ok=True)
+
+    def __enter__(self) -> VideoWriter:
+        return self
+
+    def __exit__(self, exc_type, exc, tb) -> None:
+        if exc_type is None:
+            self.close()
+        else:
+            self.abort()
+
+    def write(self, frame: np.ndarray) -> None:
+        """Append one frame uint8 [H, W, 3] RGB, or a batch [N, H, W, 3]."""
+        if self._closed:
+            raise ValueError("write() on a closed VideoWriter")
+        frame = np.asarray(frame)
+        w, h = self.size
+        if frame.dtype != np.uint8:
+            raise ValueError(f"frames must be uint8 RGB, got {frame.dtype}")
+        if frame.ndim == 3:
+            frame = frame[None]
+        if frame.ndim != 4 or frame.shape[1:] != (h, w, 3):
+            raise ValueError(f"frames must be [H, W, 3] or [N, H, W, 3] with H={h}, W={w}; got {frame.shape}")
+        try:
+            self._proc.stdin.write(np.ascontiguousarray(frame).data)
+        except (BrokenPipeError, OSError) as err:
+            self._proc.wait()
+            msg = _last_line(self._log) or f"ffmpeg exited with code {self._proc.returncode}"
+            self.abort()
+            raise OutputError(f"ffmpeg stopped while writing {self.path}: {msg}", _ENCODER_FIX) from err
+        self.frames_written += len(frame)
+
+    def close(self) -> Path:
+        """Finish the file and move it onto ``path``. Returns the final path."""
+        if self._closed:
+            return self.path
+        if self.frames_written == 0:
+            self.abort()
+            raise ValueError(f"no frames were written to {self.path}")
+        with contextlib.suppress(OSError):
+            self._proc.stdin.close()
+        rc = self._proc.wait()
+        if rc != 0 or not self._video_tmp.is_file() or self._video_tmp.stat().st_size == 0:
+            self._log_file.flush()
+            msg = _last_line(self._log) or f"ffmpeg exited with code {rc}"
+            self.abort()
+            raise OutputError(f"ffmpeg failed to write {self.path}: {msg}", _ENCODER_FIX)
+        try:
+            if self._audio is not None:
+                self._mux_audio()
+            os.replace(self._tmp, self.path)
+        except OutputError:
+            self.abort()
+            raise
+        except OSError as err:
+            self.abort()
+            raise OutputError(
+                f"cannot move the finished video onto {self.path} ({err.strerror})",
+                "check that the path is writable and not open in another program",
+            ) from err
+        self._closed = True
+        self._cleanup()
+        return self.path
+
+    def abort(self) -> None:
+        """Stop ffmpeg and remove the temp file; ``path`` is left untouched."""
+        self._closed = True
+        proc = getattr(self, "_proc", None)
+        if proc is not None and proc.poll() is None:
+            proc.kill()
+        if proc is not None:
+            if proc.stdin:
+                with contextlib.suppress(OSError):
+                    proc.stdin.close()
+            proc.wait()
+        for name in ("_video_tmp", "_tmp"):
+            tmp = getattr(self, name, None)
+            if tmp is not None:
+                tmp.unlink(missing_ok=True)
+        self._cleanup()
+
+    def _cleanup(self) -> None:
+        lf = getattr(self, "_log_file", None)
+        if lf is not None and not lf.closed:
+            lf.close()
+        wd = getattr(self, "_workdir", None)
+        if wd is not None:
+            shutil.rmtree(wd, ignore_errors=True)
+
+    def __del__(self) -> None:
+        if not getattr(self, "_closed", True):
+            self.abort()
+
+
+_ENCODER_FIX = (
+    "check the writer's settings (preset, crf), free disk space and that the output folder is writable"
+)
+
+
+def _rate(fps: float) -> str:
+    """fps as ffmpeg wants it: exact NTSC fractions for 23.976/29.97/59.94."""
+    for num, den in ((24000, 1001), (30000, 1001), (60000, 1001)):
+        if abs(fps - num / den) < 1e-3:
+            return f"{num}/{den}"
+    return str(int(fps)) if float(fps).is_integer() else repr(float(fps))
+
+
+# ----------------------------------------------------------------------------------------------------
+# Video reading
+# ----------------------------------------------------------------------------------------------------
+
+
+@dataclass
+class VideoInfo:
+    width: int
+    height: int
+    fps: float
+    num_frames: int
+    duration: float
+    has_audio: bool
+    audio_duration: float
+    video_codec: str
+    pix_fmt: str
+    audio_codec: str | None
+
+
+def _split_top(s: str) -> list[str]:
+    """Split at commas that are not inside parentheses."""
+    parts, depth, cur = [], 0, []
+    for ch in s:
+        if ch == "(":
+            depth += 1
+        elif ch == ")":
+            depth -= 1
+        if ch == "," and depth == 0:
+            parts.append("".join(cur).strip())
+            cur = []
+        else:
+            cur.append(ch)
+    parts.append("".join(cur).strip())
+    return parts
+
+
+def probe_video(path: str | os.PathLike) -> VideoInfo:
+    """Size, frame rate, exact frame count (by decoding), durations and codecs of a video file.
+
+    Raises :class:`InputError` when the file is missing or holds no decodable video stream.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"video file not found: {path}", "check the path")
+    cmd = [
+        ffmpeg_exe(), "-nostdin", "-hide_banner", "-i", str(path),
+        "-map", "0:v:0", "-map", "0:a:0?", "-f", "framecrc", "-",
+    ]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True)
+    err = proc.stderr.decode(errors="replace")
+    header = err.split("Stream mapping:")[0].split("Output #0")[0]
+    video_line = re.search(r"Stream #0:\d+.*?: Video: (.*)", header)
+    if proc.returncode != 0 or video_line is None:
+        detail = _ffmpeg_reason(err) or "ffmpeg could not read it"
+        if video_line is None and "Input #0" in err:
+            detail = "it has no video stream"
+        raise InputError(
+            f"{path} is not a readable video ({detail})",
+            "give a video file ffmpeg can decode (mp4, mov, mkv, webm)",
+        )
+    vparts = _split_top(video_line.group(1))
+    video_codec = vparts[0].split()[0]
+    pix_fmt = re.match(r"[\w]+", vparts[1]).group(0) if len(vparts) > 1 else ""
+    fps = 0.0
+    for part in vparts:
+        m = re.match(r"([\d.]+)(k?) (fps|tbr)$", part)
+        if m and (fps == 0.0 or m.group(3) == "fps"):
+            fps = float(m.group(1)) * (1000 if m.group(2) else 1)
+            if m.group(3) == "fps":
+                break
+    audio_line = re.search(r"Stream #0:\d+.*?: Audio: (.*)", header)
+    audio_codec = _split_top(audio_line.group(1))[0].split()[0] if audio_line else None
+    # the frame list: what was decoded, with per-stream time bases
+    out = proc.stdout.decode(errors="replace").splitlines()
+    tbs: dict[int, float] = {}
+    dims: tuple[int, int] | None = None
+    counts: dict[int, int] = {}
+    ends: dict[int, float] = {}
+    starts: dict[int, float] = {}
+    kinds: dict[int, str] = {}
+    for line in out:
+        if line.startswith("#"):
+            m = re.match(r"#tb (\d+): (\d+)/(\d+)", line)
+            if m:
+                tbs[int(m.group(1))] = int(m.group(2)) / int(m.group(3))
+            m = re.match(r"#media_type (\d+): (\w+)", line)
+            if m:
+                kinds[int(m.group(1))] = m.group(2)
+            m = re.match(r"#dimensions 0: (\d+)x(\d+)", line)
+            if m:
+                dims = (int(m.group(1)), int(m.group(2)))
+            continue
+        f = line.split(",")
+        if len(f) < 4:
+            continue
+        s = int(f[0])
+        pts, dur = int(f[2]), int(f[3])
+        counts[s] = counts.get(s, 0) + 1
+        tb = tbs.get(s, 0.0)
+        starts.setdefault(s, pts * tb)
+        ends[s] = max(ends.get(s, 0.0), (pts + dur) * tb)
+    vs = next((s for s, k in kinds.items() if k == "video"), 0)
+    as_ = next((s for s, k in kinds.items() if k == "audio"), None)
+    num_frames = counts.get(vs, 0)
+    if num_frames == 0:
+        raise InputError(f"{path} holds no decodable video frames", "give a video file ffmpeg can decode")
+    if dims is None:
+        m = re.search(r"\b(\d{2,5})x(\d{2,5})\b", video_line.group(1))
+        dims = (int(m.group(1)), int(m.group(2))) if m else (0, 0)
+    m = re.search(r"Duration: (\d+):(\d+):([\d.]+)", header)
+    duration = int(m.group(1)) * 3600 + int(m.group(2)) * 60 + float(m.group(3)) if m else 0.0
+    if duration <= 0 and fps > 0:
+        duration = num_frames / fps
+    audio_duration = 0.0
+    if as_ is not None and as_ in counts:
+        audio_duration = ends[as_] - starts[as_]
+    return VideoInfo(
+        width=dims[0],
+        height=dims[1],
+        fps=fps,
+        num_frames=num_frames,
+        duration=duration,
+        has_audio=audio_codec is not None,
+        audio_duration=audio_duration,
+        video_codec=video_codec,
+        pix_fmt=pix_fmt,
+        audio_codec=audio_codec,
+    )
+
+
+def read_video_frames(path: str | os.PathLike, size: tuple[int, int] | None = None) -> Iterator[np.ndarray]:
+    """Yield the frames of a video as uint8 RGB [H, W, 3]; ``size`` = (width, height) resizes them."""
+    import imageio_ffmpeg
+
+    path = Path(path)
+    if not path.is_file():
+        raise InputError(f"video file not found: {path}", "check the path")
+    output_params = []
+    if size is not None:
+        output_params += ["-vf", f"scale={int(size[0])}:{int(size[1])}:flags=area"]
+    gen = imageio_ffmpeg.read_frames(str(path), pix_fmt="rgb24", output_params=output_params)
+    try:
+        try:
+            meta = next(gen)
+        except (OSError, RuntimeError, StopIteration) as err:
+            raise InputError(f"cannot read video {path}", "give a video file ffmpeg can decode") from err
+        w, h = meta["size"]
+        for buf in gen:
+            yield np.frombuffer(buf, np.uint8).reshape(h, w, 3)
+    finally:
+        gen.close()
