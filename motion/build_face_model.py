@@ -1,4 +1,4 @@
-"""Build the face model's mean shape from real faces: ``python -m motion.build_face_model FILES... --out PATH``.
+"""Build the face model's mean shape from real faces: ``python -m motion.build_face_model FILES...``.
 
 Tracks every image (and every few frames of every video) with the default tracker, turns the 3D landmarks
 into the model frame (x to the image's right, y up, z toward the viewer), aligns them all by generalised
@@ -81,7 +81,7 @@ def symmetrise(shape: np.ndarray, iterations: int = 4) -> tuple[np.ndarray, np.n
     flip = np.array([-1.0, 1.0, 1.0])
     for _ in range(iterations):
         mirror = mirror_indices(shape)
-        s, r, t = similarity_align(shape, (shape * flip)[mirror])
+        _, r, _ = similarity_align(shape, (shape * flip)[mirror])
         # Half of the shape->mirror rotation puts the symmetry plane at x = 0.
         w, v = np.linalg.eig(r)
         half = np.real(v @ np.diag(np.sqrt(w.astype(complex))) @ np.linalg.inv(v))
@@ -96,7 +96,7 @@ def build(samples: list[np.ndarray], iterations: int = 5) -> tuple[np.ndarray, n
     """Generalised Procrustes mean of [N, 478, 3] samples, normalised and symmetrised."""
     # A neutral mean: keep the faces whose lips are (nearly) closed.
     gaps = np.array([np.linalg.norm(p[13] - p[14]) / np.linalg.norm(p[61] - p[291]) for p in samples])
-    samples = [p for p, g in zip(samples, gaps) if g <= max(0.04, np.quantile(gaps, 0.25))]
+    samples = [p for p, g in zip(samples, gaps, strict=True) if g <= max(0.04, np.quantile(gaps, 0.25))]
     ref = samples[0]
     for _ in range(iterations):
         aligned = []

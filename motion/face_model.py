@@ -46,7 +46,7 @@ def build_expression_basis(shape: np.ndarray) -> np.ndarray:
     lid down to the lower one; brows slide up the forehead.
     """
     v = np.asarray(shape, np.float64)
-    x, y, z = v[:, 0], v[:, 1], v[:, 2]
+    x, y = v[:, 0], v[:, 1]
     unit = np.linalg.norm(v[tp.LEFT_EYE_CORNERS[0]] - v[tp.RIGHT_EYE_CORNERS[0]]) / 9.0
     basis = np.zeros((len(EXPRESSION_NAMES), len(v), 3))
 
@@ -122,7 +122,9 @@ def build_expression_basis(shape: np.ndarray) -> np.ndarray:
     for name, corner, sign in (("smile_left", corner_l, 1.0), ("smile_right", corner_r, -1.0)):
         d2 = ((v - corner) ** 2).sum(1)
         g = np.exp(-0.5 * d2 / (1.3 * unit) ** 2)
-        cheek = np.exp(-0.5 * ((x - corner[0] * 0.9) ** 2 + (y - (corner[1] + 2.2 * unit)) ** 2) / (1.2 * unit) ** 2)
+        cheek = np.exp(
+            -0.5 * ((x - corner[0] * 0.9) ** 2 + (y - (corner[1] + 2.2 * unit)) ** 2) / (1.2 * unit) ** 2
+        )
         disp = e.copy()
         disp[:, 0] = sign * 0.35 * unit * g
         disp[:, 1] = 0.55 * unit * g + 0.25 * unit * cheek
@@ -168,9 +170,12 @@ def build_expression_basis(shape: np.ndarray) -> np.ndarray:
     brow_y = v[brow_ids, 1].mean()
     eye_top = v[list(tp.LEFT_EYE_UPPER + tp.RIGHT_EYE_UPPER), 1].max()
     top = v[:, 1].max()
-    near_brow = np.exp(-0.5 * (lateral * 0) ** 2)  # brows span the face width
-    rise = np.where(y >= brow_y, 1 - 0.6 * (y - brow_y) / max(top - brow_y, 1e-3), (y - eye_top) / max(brow_y - eye_top, 1e-3))
-    rise = np.clip(rise, 0, 1) * near_brow * (np.abs(x) < 6.5 * unit)
+    rise = np.where(
+        y >= brow_y,
+        1 - 0.6 * (y - brow_y) / max(top - brow_y, 1e-3),
+        (y - eye_top) / max(brow_y - eye_top, 1e-3),
+    )
+    rise = np.clip(rise, 0, 1) * (np.abs(x) < 6.5 * unit)
     brows = e.copy()
     brows[:, 1] = 0.5 * unit * rise
     put("brow_up", brows)
@@ -264,8 +269,7 @@ class FaceModel:
         pts = np.asarray(landmarks.points, np.float64)
         idx = np.asarray(landmarks.indices)
         ref = self.mean if shape is None else np.asarray(shape)
-        weights = np.full(len(idx), 0.2)
-        weights[np.isin(idx, _RIGID)] = 1.0
+        weights = _rigid_weights()[idx]
         if landmarks.has_depth:
             obs = pts * np.array([1.0, -1.0, -1.0])  # pixels in the model frame's axes
             scale, rot, trans = similarity_align(ref[idx], obs, weights)
@@ -279,11 +283,8 @@ class FaceModel:
             basis = build_expression_basis(observed)
             neutral = observed - np.tensordot(expression, basis, axes=([0], [0]))
         else:
-            neutral = ref.copy()
-            if shape is None and len(idx) < len(self.mean):
-                neutral = self.mean.copy()
-            observed_sub = None
-            expression = self._fit_expression(neutral, rot, scale, pts, idx, centre, observed_sub)
+            neutral = np.asarray(ref, np.float64).copy()
+            expression = self._fit_expression(neutral, rot, scale, pts, idx, centre)
         fit = FaceFit(
             shape=neutral.astype(np.float32),
             expression=expression.astype(np.float32),
@@ -311,26 +312,37 @@ class FaceModel:
             ("blink_left", tp.LEFT_EYE_UPPER, tp.LEFT_EYE_LOWER, tp.LEFT_EYE_CORNERS),
             ("blink_right", tp.RIGHT_EYE_UPPER, tp.RIGHT_EYE_LOWER, tp.RIGHT_EYE_CORNERS),
         ):
-            expr[EXPRESSION_INDEX[name]] = np.clip(1 - eye_aperture(observed, upper, lower, corners) / 0.28, 0, 1) * (
-                eye_aperture(observed, upper, lower, corners) < 0.15
-            )
+            expr[EXPRESSION_INDEX[name]] = np.clip(
+                1 - eye_aperture(observed, upper, lower, corners) / 0.28, 0, 1
+            ) * (eye_aperture(observed, upper, lower, corners) < 0.15)
         return expr
 
-    def _fit_expression(self, neutral, rot, scale, pts, idx, centre, _unused) -> np.ndarray:
-        """Bounded least squares of the coefficients on the 2D landmark residual."""
+    def _fit_expression(self, neutral, rot, scale, pts, idx, centre) -> np.ndarray:
+        """Bounded least squares of the coefficients [E] on the 2D landmark residual."""
         from scipy.optimize import lsq_linear
 
-        model = self
-        basis = model.basis[:, idx]  # [E, N, 3]
+        basis = build_expression_basis(neutral)[:, idx]  # [E, N, 3]
         proj = lambda p: (p @ rot.T)[..., :2] * scale * np.array([1.0, -1.0])
         base = centre + proj(neutral[idx])
         a = np.stack([proj(b).ravel() for b in basis], 1)  # [2N, E]
         b = (pts[:, :2] - base).ravel()
-        lam = 0.05 * scale
+        lam = 0.01 * scale
         a = np.vstack([a, lam * np.eye(a.shape[1])])
         b = np.concatenate([b, np.zeros(a.shape[1])])
         lower = np.array([-1.0 if n.startswith("brow") else 0.0 for n in self.names])
         return lsq_linear(a, b, bounds=(lower, np.full(len(lower), 1.5))).x
+
+
+@lru_cache(maxsize=1)
+def _rigid_weights() -> np.ndarray:
+    """Per-vertex weights [478] of the pose fit: stiff upper-face points count, jaw and lids barely."""
+    mean = _load_data()["mean"]
+    movable = set(tp.LEFT_EYE_UPPER + tp.LEFT_EYE_LOWER + tp.RIGHT_EYE_UPPER + tp.RIGHT_EYE_LOWER)
+    movable |= set(tp.LEFT_BROW + tp.RIGHT_BROW + tp.LEFT_IRIS + tp.RIGHT_IRIS)
+    w = np.where(mean[:, 1] > mean[tp.NOSE_TIP, 1], 0.3, 0.02)  # the lower face moves with the jaw
+    w[list(movable)] = 0.05
+    w[list(_RIGID)] = 1.0
+    return w
 
 
 def eye_aperture(v: np.ndarray, upper, lower, corners) -> float:

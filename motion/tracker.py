@@ -138,7 +138,9 @@ class FaceAlignmentTracker:
                 f"the face-alignment package is not installed ({exc})",
                 "pip install --no-deps face-alignment scikit-image numba, or use --tracker mediapipe",
             ) from exc
-        landmarks_type = getattr(face_alignment.LandmarksType, "TWO_D", None) or face_alignment.LandmarksType._2D
+        landmarks_type = (
+            getattr(face_alignment.LandmarksType, "TWO_D", None) or face_alignment.LandmarksType._2D
+        )
         self._fa = face_alignment.FaceAlignment(landmarks_type, device=device, face_detector="sfd")
 
     def detect(self, image: np.ndarray) -> list[FaceLandmarks]:

@@ -52,7 +52,8 @@ def load_audio(path: str | os.PathLike, max_seconds: float = 600.0) -> Audio:
         detail = reason[-1] if reason else "ffmpeg could not decode it"
         if "matches no streams" in detail or "Stream map" in detail:
             raise InputError(
-                f"{path} has no audio stream", "give a speech file (wav, flac, mp3, m4a) or a video with sound"
+                f"{path} has no audio stream",
+                "give a speech file (wav, flac, mp3, m4a) or a video with sound",
             )
         raise InputError(
             f"cannot read audio from {path} ({detail})",

@@ -69,7 +69,9 @@ def bench_oneshot(config, image: str | None = None, audio: str | None = None, re
         "frames": len(motion),
     }
     print(f"machine: {machine()}")
-    print(f"input: {Path(image).name} + {Path(audio_path).name} ({speech.duration:.2f} s, {len(motion)} frames)")
+    print(
+        f"input: {Path(image).name} + {Path(audio_path).name} ({speech.duration:.2f} s, {len(motion)} frames)"
+    )
     print(f"size: {config.size}x{config.size} at {config.fps:g} fps, threads {config.warp.threads}")
     print(f"render stage: {result['render_fps']:.1f} frames/s (median of {repeats})")
     print(

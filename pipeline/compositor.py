@@ -59,7 +59,9 @@ class Compositor:
         if self.colour_match:
             head_rgb = head_rgb * self._seam_gain(head_rgb, bg, alpha)
         a3 = a[..., None]
-        frame[y0:y1, x0:x1] = np.clip(head_rgb * a3 + bg.astype(np.float32) * (1 - a3) + 0.5, 0, 255).astype(np.uint8)
+        frame[y0:y1, x0:x1] = np.clip(head_rgb * a3 + bg.astype(np.float32) * (1 - a3) + 0.5, 0, 255).astype(
+            np.uint8
+        )
         return frame
 
     def _seam_gain(self, head: np.ndarray, bg: np.ndarray, alpha: np.ndarray) -> np.ndarray:

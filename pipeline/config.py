@@ -51,7 +51,9 @@ def _coerce(value: Any, annotation: Any, where: str) -> Any:
         try:
             out = annotation(value)
         except (TypeError, ValueError):
-            raise InputError(f"config {where} must be {annotation.__name__}, got {value!r}", "fix the value") from None
+            raise InputError(
+                f"config {where} must be {annotation.__name__}, got {value!r}", "fix the value"
+            ) from None
         if annotation is int and isinstance(value, float) and value != out:
             raise InputError(f"config {where} must be a whole number, got {value!r}", "fix the value")
         return out

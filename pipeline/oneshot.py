@@ -83,7 +83,9 @@ def generate(
     if config.size % 2 or config.size < 64:
         from pipeline.errors import InputError
 
-        raise InputError(f"size {config.size} is not usable", "give an even size of at least 64, e.g. --size 512")
+        raise InputError(
+            f"size {config.size} is not usable", "give an even size of at least 64, e.g. --size 512"
+        )
     timings: dict[str, float] = {}
     clock = time.perf_counter()
 
@@ -105,7 +107,9 @@ def generate(
     fit = FaceModel().fit(face)
     lap("track")
 
-    motion = audio_to_motion(speech, config.fps, transcript=transcript, config=config.motion, progress=progress)
+    motion = audio_to_motion(
+        speech, config.fps, transcript=transcript, config=config.motion, progress=progress
+    )
     lap("motion")
 
     renderer = WarpRenderer(framed, fit, config.warp)

@@ -1,4 +1,4 @@
-"""The renderer contract: MotionSequence in, head RGBA frames out, saved as config.json + model.safetensors."""
+"""The renderer contract: MotionSequence in, head RGBA frames out, saved as config + safetensors."""
 
 from __future__ import annotations
 
@@ -92,7 +92,9 @@ def load_renderer(directory: str | os.PathLike) -> Renderer:
         config = json.loads(config_path.read_text())
         tensors = load_file(str(weights_path))
     except (ValueError, OSError) as exc:
-        raise InputError(f"renderer files in {directory} are corrupt ({exc})", "save the renderer again") from exc
+        raise InputError(
+            f"renderer files in {directory} are corrupt ({exc})", "save the renderer again"
+        ) from exc
     if config.get("schema_version") != RENDERER_SCHEMA_VERSION:
         raise InputError(
             f"{directory} was saved with renderer schema {config.get('schema_version')}, "

@@ -42,7 +42,9 @@ class MouthPainter:
         self.teeth_colour = np.clip(base * min(1.0, 0.55 + luma / 300.0), 0, 240)
         self.cavity_colour = self.lip_colour * np.array([0.42, 0.24, 0.24])
         self.tongue_colour = self.lip_colour * np.array([0.85, 0.55, 0.55]) + np.array([20.0, 0.0, 0.0])
-        self.rest_width = float(np.linalg.norm(rest_points[tp.MOUTH_CORNERS[1]] - rest_points[tp.MOUTH_CORNERS[0]]))
+        self.rest_width = float(
+            np.linalg.norm(rest_points[tp.MOUTH_CORNERS[1]] - rest_points[tp.MOUTH_CORNERS[0]])
+        )
 
     def paint(self, frame: np.ndarray, upper: np.ndarray, lower: np.ndarray) -> None:
         """Paint in place.
@@ -79,7 +81,9 @@ class MouthPainter:
 
         # Cavity: darker toward the back and the corners.
         depth = np.clip((ys - top) / np.maximum(opening, 1.0), 0, 1)
-        cavity = self.cavity_colour * (0.75 + 0.25 * (1 - side[..., None] ** 2)) * (1.0 - 0.25 * depth[..., None])
+        cavity = (
+            self.cavity_colour * (0.75 + 0.25 * (1 - side[..., None] ** 2)) * (1.0 - 0.25 * depth[..., None])
+        )
         out = cavity.astype(np.float32)
 
         # Tongue: a rounded mound rising from the lower lip, visible as the jaw opens.
@@ -87,7 +91,9 @@ class MouthPainter:
         tongue_top = bottom - tongue_h * np.sqrt(np.clip(1 - (side / 0.75) ** 2, 0, 1))
         tongue = np.clip((ys - tongue_top) / 2.0, 0, 1) * (ys < bottom)
         tongue_shade = 0.7 + 0.3 * np.clip((ys - tongue_top) / np.maximum(tongue_h, 1.0), 0, 1)
-        out = out * (1 - tongue[..., None]) + (self.tongue_colour * tongue_shade[..., None]) * tongue[..., None]
+        out = (
+            out * (1 - tongue[..., None]) + (self.tongue_colour * tongue_shade[..., None]) * tongue[..., None]
+        )
 
         # Upper teeth hang from the upper lip; lower teeth show once the jaw drops further.
         teeth_span = np.clip((0.82 - side) / 0.18, 0, 1) ** 0.7
@@ -100,10 +106,14 @@ class MouthPainter:
         seams = 1 - 0.18 * np.exp(-(((u * 8.0) % 1.0 - 0.5) ** 2) / 0.004)
         tooth_shade = (1 - 0.45 * side**2) * seams
         upper_shade = tooth_shade * (0.8 + 0.2 * np.clip((ys - top) / max(up_h, 1.0), 0, 1))  # lip shadow
-        out = out * (1 - upper_teeth[..., None]) + (self.teeth_colour * upper_shade[..., None]) * upper_teeth[..., None]
-        out = out * (1 - lower_teeth[..., None]) + (
-            self.teeth_colour * 0.78 * tooth_shade[..., None]
-        ) * lower_teeth[..., None]
+        out = (
+            out * (1 - upper_teeth[..., None])
+            + (self.teeth_colour * upper_shade[..., None]) * upper_teeth[..., None]
+        )
+        out = (
+            out * (1 - lower_teeth[..., None])
+            + (self.teeth_colour * 0.78 * tooth_shade[..., None]) * lower_teeth[..., None]
+        )
         out = cv2.GaussianBlur(out, (3, 3), 0.7)
 
         region = frame[y0:y1, x0:x1].astype(np.float32)

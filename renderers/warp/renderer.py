@@ -95,7 +95,9 @@ class WarpRenderer(Renderer):
         centre = np.array([0.0, (eye_y + mouth_y) / 2, oval[:, 2].mean()])
         offset = oval - centre
         lift = np.where(offset[:, 1] > 0, cfg.hair_lift, 1.0)
-        ring = centre + offset * np.stack([np.full(len(oval), cfg.head_ring), cfg.head_ring * lift, np.ones(len(oval))], 1)
+        ring = centre + offset * np.stack(
+            [np.full(len(oval), cfg.head_ring), cfg.head_ring * lift, np.ones(len(oval))], 1
+        )
         self._ring_local = ring
         self._ring_follow = np.where(ring[:, 1] < mouth_y, cfg.neck_follow, 1.0)
         ring_px = self._to_pixels(ring, None)
@@ -164,7 +166,9 @@ class WarpRenderer(Renderer):
         # Backward map: find s with s + D(s) = q by fixed-point iteration s <- q - D(s).
         src = self._grid - field
         for _ in range(self.config.inverse_iterations - 1):
-            d_at = cv2.remap(field, src[..., 0], src[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+            d_at = cv2.remap(
+                field, src[..., 0], src[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE
+            )
             src = self._grid - d_at
         out = cv2.remap(self._roi, src[..., 0], src[..., 1], cv2.INTER_LINEAR, borderMode=cv2.BORDER_REFLECT)
         if self._mouth is not None:
