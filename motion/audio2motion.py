@@ -1,0 +1,301 @@
+"""Audio -> MotionSequence without training data: phonemes, coarticulation, loudness, silence, idle motion.
+
+The mouth is driven by two sources that are combined:
+
+- **phones** (pocketsphinx, recognised or aligned to a transcript) give the mouth's *shape*: lip closure for
+  /p b m/, lip rounding, spreading, lip-teeth contact, through a viseme table and Cohen-Massaro
+  coarticulation (``motion.visemes``);
+- **loudness** gives the jaw's *timing and extent*: the speech-band envelope, normalised per clip, plus a
+  bump on every syllable nucleus, so that the mouth opens and closes once per syllable in any language,
+  with any voice, even where the English phone model is wrong.
+
+An explicit silence model then closes the mouth: outside voice activity every mouth coefficient is exactly 0
+after a short closing ramp. Blinks, head sway, nods and brow raises are generated (``motion.idle``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+from scipy import ndimage
+
+from motion.audio_features import AudioFeatures, VadParams, analyse_audio, speech_spans, to_frames
+from motion.blendshapes import EXPRESSION_INDEX, EXPRESSION_NAMES, MOUTH_NAMES
+from motion.idle import blink_curves, emphasis_curve, head_pose
+from motion.phonemes import PhoneSegment, audio_to_phones
+from motion.sequence import MotionSequence
+from motion.visemes import closure_curve, coarticulate
+from pipeline.audio import Audio
+
+_JAW = EXPRESSION_INDEX["jaw_open"]
+_LIPS_TOGETHER = EXPRESSION_INDEX["lips_together"]
+_MOUTH_COLS = [EXPRESSION_INDEX[n] for n in MOUTH_NAMES]
+
+
+@dataclass
+class Audio2MotionConfig:
+    """Settings of :func:`audio_to_motion`. The defaults are the tuned values."""
+
+    anticipation_ms: float = 90.0
+    """Decay constant of a phone's dominance before it starts: lip shapes form this early."""
+    rounding_anticipation_ms: float = 140.0
+    """The same for lip rounding (pucker, funnel), which anticipates further."""
+    carryover_ms: float = 60.0
+    """Decay constant of a phone's dominance after it ends."""
+    smoothing_ms: float = 25.0
+    """Sigma of the Gaussian smoothing of the mouth-shape curves."""
+    jaw_smoothing_ms: float = 20.0
+    """Sigma of the Gaussian smoothing of the jaw curve."""
+    jaw_gain: float = 0.85
+    """jaw_open on a loud, open syllable (the envelope's 95th percentile)."""
+    jaw_compression: float = 0.75
+    """Exponent applied to the envelope: under 1 opens the jaw more on soft syllables."""
+    phone_jaw_weight: float = 0.35
+    """How much the phone's openness (open vowel vs closed consonant) modulates the loudness-driven jaw."""
+    syllable_weight: float = 0.3
+    """Share of the jaw curve from one open-close bump per syllable nucleus (the rest: the envelope)."""
+    shape_gain: float = 1.0
+    """Scale of the phone-driven lip shapes (pucker, mouth_wide, funnel, lip-teeth contact)."""
+    envelope_window_ms: float = 25.0
+    """RMS window of the loudness envelope (speech band 300-3400 Hz)."""
+    silence_threshold_db: float = 9.0
+    """Voice activity starts this many dB above the adaptive noise floor."""
+    min_pause_ms: float = 180.0
+    """Shorter gaps in speech are bridged; longer ones close the mouth."""
+    close_ramp_ms: float = 100.0
+    """The mouth closes over this time after the voice stops."""
+    onset_lead_ms: float = 60.0
+    """The mouth starts to open this long before the voice starts."""
+    blink_interval_s: float = 3.5
+    """Mean time between blinks."""
+    min_blink_interval_s: float = 1.5
+    """Shortest time between blinks."""
+    blink_duration_ms: float = 220.0
+    """Length of one blink (close, shut, open)."""
+    head_amplitude_deg: float = 1.5
+    """Scale of the idle head sway in degrees: peak pitch 0.8x, yaw 1.2x, roll 0.55x of it."""
+    head_speech_boost: float = 0.6
+    """Relative extra head sway while speaking."""
+    nod_deg: float = 0.8
+    """Pitch of a nod on a stressed syllable, in degrees."""
+    head_translation: float = 0.0
+    """Peak head translation in face-model units (0: rotation only)."""
+    brow_raise: float = 0.2
+    """brow_up on a stressed syllable."""
+    seed: int = 0
+    """Seed of the generated blinks and head motion."""
+
+
+def _silence_gate(features: AudioFeatures, close_ramp_s: float, onset_lead_s: float) -> np.ndarray:
+    """float [K] on the analysis grid: 1 in speech, 0 in silence, raised-cosine ramps at the edges.
+
+    The ramp after speech (the mouth closing) lasts ``close_ramp_s``; the one before speech (the mouth
+    preparing) ``onset_lead_s``. Away from the ramps silence is exactly 0.
+    """
+    voiced = features.voiced
+    step = 1.0 / features.rate
+    if not voiced.any():
+        return np.zeros(len(voiced))
+    # Distance in seconds to the nearest voiced frame, split by side.
+    index = np.arange(len(voiced))
+    voiced_idx = np.flatnonzero(voiced)
+    after = np.searchsorted(voiced_idx, index, side="right") - 1  # last voiced frame at or before
+    before = np.searchsorted(voiced_idx, index, side="left")  # first voiced frame at or after
+    since_end = np.where(after >= 0, (index - voiced_idx[np.maximum(after, 0)]) * step, np.inf)
+    until_start = np.where(
+        before < len(voiced_idx), (voiced_idx[np.minimum(before, len(voiced_idx) - 1)] - index) * step, np.inf
+    )
+
+    def ramp(distance: np.ndarray, length: float) -> np.ndarray:
+        if length <= 0:
+            return (distance <= 0).astype(np.float64)
+        u = np.clip(distance / length, 0.0, 1.0)
+        return 0.5 * (1.0 + np.cos(np.pi * u))
+
+    return np.maximum(ramp(since_end, close_ramp_s), ramp(until_start, onset_lead_s))
+
+
+def _syllable_bumps(features: AudioFeatures) -> np.ndarray:
+    """float [K]: one raised-cosine open-close bump per syllable nucleus, as high as its envelope peak.
+
+    Each bump spans from halfway to the previous nucleus to halfway to the next (60-180 ms each side),
+    so neighbouring syllables are separated by a dip.
+    """
+    out = np.zeros(len(features.times))
+    nuclei = features.nuclei
+    for s, (t0, height) in enumerate(zip(nuclei, features.nucleus_strength, strict=True)):
+        left = 0.5 * (t0 - nuclei[s - 1]) if s > 0 else 0.15
+        right = 0.5 * (nuclei[s + 1] - t0) if s + 1 < len(nuclei) else 0.15
+        lo, hi = np.searchsorted(features.times, [t0 - 0.18, t0 + 0.18])
+        d = features.times[lo:hi] - t0
+        width = np.where(d < 0, np.clip(left, 0.06, 0.18), np.clip(right, 0.06, 0.18))
+        u = np.clip(np.abs(d) / width, 0.0, 1.0)
+        out[lo:hi] = np.maximum(out[lo:hi], float(height) * 0.5 * (1.0 + np.cos(np.pi * u)))
+    return out
+
+
+def _jaw_curve(
+    features: AudioFeatures, phone_jaw: np.ndarray, closure: np.ndarray, config: Audio2MotionConfig
+) -> np.ndarray:
+    """float [K] jaw opening on the analysis grid from loudness, syllables and the phones' openness.
+
+    Args:
+        features: the clip's envelope and nuclei.
+        phone_jaw: float [K], coarticulated jaw_open target of the phones (0 closed .. ~0.9 open vowel).
+        closure: float [K], bilabial closure curve (the jaw nearly shuts on /p b m/).
+        config: gains and weights.
+    """
+    envelope = np.clip(features.envelope.astype(np.float64), 0.0, 1.3)
+    loudness = (1.0 - config.syllable_weight) * envelope + config.syllable_weight * _syllable_bumps(features)
+    loudness = np.clip(loudness, 0.0, None) ** config.jaw_compression
+    # The phones' openness is relative to a mid vowel (0.55): open vowels open further, consonants less.
+    openness = np.clip(phone_jaw / 0.55, 0.0, 1.6)
+    modulation = (1.0 - config.phone_jaw_weight) + config.phone_jaw_weight * openness
+    jaw = config.jaw_gain * loudness * modulation * (1.0 - 0.8 * closure)
+    sigma = config.jaw_smoothing_ms / 1000.0 * features.rate
+    return ndimage.gaussian_filter1d(np.clip(jaw, 0.0, 1.0), sigma, mode="nearest")
+
+
+def audio_to_motion(
+    audio: Audio,
+    fps: float,
+    num_frames: int | None = None,
+    transcript: str | None = None,
+    config: Audio2MotionConfig | None = None,
+    progress: bool = False,
+) -> MotionSequence:
+    """Predict face motion for ``audio``.
+
+    Args:
+        audio: mono speech (``samples`` float32 [N]).
+        fps: video frame rate.
+        num_frames: T; defaults to ``round(audio.duration * fps)`` so the video is as long as the audio.
+        transcript: optional text of the speech; aligned for more accurate phones when given (falls back to
+            free phone recognition, with a warning, when it cannot be used).
+        config: settings (defaults when None).
+        progress: show a progress bar over the stages.
+
+    Returns:
+        MotionSequence with ``expression`` float32 [T, E] over ``EXPRESSION_NAMES`` (mouth coefficients in
+        [0, 1], blinks in [0, 1], brow_up >= 0) and ``pose`` float32 [T, 6].
+    """
+    from tqdm.auto import tqdm
+
+    config = config or Audio2MotionConfig()
+    if not fps > 0:
+        raise ValueError(f"fps must be positive, got {fps}")
+    if num_frames is None:
+        num_frames = round(audio.duration * fps)
+    rng = np.random.default_rng(config.seed)
+
+    with tqdm(total=4, desc="audio to motion", disable=not progress, leave=False) as bar:
+        bar.set_postfix_str("loudness and voice activity")
+        vad = VadParams(
+            on_db=config.silence_threshold_db,
+            off_db=max(1.0, config.silence_threshold_db - 4.0),
+            min_pause_s=config.min_pause_ms / 1000.0,
+        )
+        features = analyse_audio(audio.samples, audio.rate, config.envelope_window_ms / 1000.0, vad)
+        bar.update()
+
+        bar.set_postfix_str("phonemes")
+        segments: list[PhoneSegment] = []
+        if features.voiced.any():
+            segments = audio_to_phones(audio, transcript, speech_spans(features), progress=progress)
+        bar.update()
+
+        bar.set_postfix_str("coarticulation")
+        expression = _mouth(features, segments, num_frames, fps, config)
+        bar.update()
+
+        bar.set_postfix_str("blinks and head motion")
+        pose = _idle(features, expression, num_frames, fps, rng, config)
+        bar.update()
+    return MotionSequence(fps=fps, expression=expression, pose=pose, names=EXPRESSION_NAMES)
+
+
+def _mouth(
+    features: AudioFeatures,
+    segments: list[PhoneSegment],
+    num_frames: int,
+    fps: float,
+    config: Audio2MotionConfig,
+) -> np.ndarray:
+    """float32 [T, E] with the mouth columns filled (others 0): shapes, jaw, closures, silence gate."""
+    times = features.times
+    shapes = coarticulate(
+        segments,
+        times,
+        anticipation_s=config.anticipation_ms / 1000.0,
+        rounding_anticipation_s=config.rounding_anticipation_ms / 1000.0,
+        carryover_s=config.carryover_ms / 1000.0,
+        smoothing_s=config.smoothing_ms / 1000.0,
+    )  # [K, E]
+    # A closure is only believed where the audio is not at its loudest: lips cannot be shut on a vowel.
+    loud = ndimage.maximum_filter1d(features.envelope, max(1, round(0.03 * features.rate)))
+    plausible = np.clip((0.8 - loud) / 0.4, 0.0, 1.0)
+    closure = closure_curve(segments, times, min_width_s=max(1.0 / fps, 0.04)) * plausible  # [K]
+
+    out = np.zeros((len(times), len(EXPRESSION_NAMES)), np.float64)
+    out[:, _MOUTH_COLS] = config.shape_gain * shapes[:, _MOUTH_COLS]
+    out[:, _LIPS_TOGETHER] = np.maximum(shapes[:, _LIPS_TOGETHER] * plausible, closure)
+    out[:, _JAW] = _jaw_curve(features, shapes[:, _JAW], closure, config)
+    # While the lips press together the other lip shapes give way.
+    for name in ("mouth_wide", "pucker", "funnel", "lower_lip_down", "upper_lip_up", "lower_lip_in"):
+        out[:, EXPRESSION_INDEX[name]] *= 1.0 - 0.8 * closure
+    # Lip shapes scale a little with loudness: mumbled speech moves the lips less than projected speech.
+    effort = np.clip(
+        0.6 + 0.6 * ndimage.uniform_filter1d(features.envelope, round(0.2 * features.rate)), 0.0, 1.0
+    )
+    for col in _MOUTH_COLS:
+        if col not in (_JAW, _LIPS_TOGETHER):
+            out[:, col] *= effort
+
+    gate = _silence_gate(features, config.close_ramp_ms / 1000.0, config.onset_lead_ms / 1000.0)
+    out[:, _MOUTH_COLS] = np.clip(out[:, _MOUTH_COLS], 0.0, 1.0) * gate[:, None]
+    frames = np.stack([to_frames(times, out[:, j], num_frames, fps) for j in range(out.shape[1])], 1)
+    # Silence is exactly closed: frames whose neighbouring analysis frames are all gated off are zeroed.
+    frame_gate = to_frames(times, gate, num_frames, fps)
+    frames[frame_gate <= 0.0] = 0.0
+    return frames.astype(np.float32)
+
+
+def _idle(
+    features: AudioFeatures,
+    expression: np.ndarray,
+    num_frames: int,
+    fps: float,
+    rng: np.random.Generator,
+    config: Audio2MotionConfig,
+) -> np.ndarray:
+    """Fill blinks and brows into ``expression`` ([T, E], in place) and return the head pose [T, 6]."""
+    expression[:, [EXPRESSION_INDEX["blink_left"], EXPRESSION_INDEX["blink_right"]]] = blink_curves(
+        num_frames,
+        fps,
+        rng,
+        mean_interval_s=config.blink_interval_s,
+        min_interval_s=config.min_blink_interval_s,
+        duration_s=config.blink_duration_ms / 1000.0,
+    )
+    emphasis = emphasis_curve(features.nuclei, features.nucleus_strength, num_frames, fps)
+    expression[:, EXPRESSION_INDEX["brow_up"]] = config.brow_raise * emphasis
+    # Speech activity, slow: the head sways more over a phrase, not per syllable.
+    voiced = to_frames(features.times, features.voiced.astype(np.float64), num_frames, fps)
+    activity = ndimage.gaussian_filter1d(voiced.astype(np.float64), 0.5 * fps, mode="nearest")
+    amp = config.head_amplitude_deg
+    return head_pose(
+        num_frames,
+        fps,
+        rng,
+        activity=activity,
+        # A nod is slower than a brow raise: the head is heavy.
+        emphasis=ndimage.gaussian_filter1d(emphasis.astype(np.float64), 0.1 * fps, mode="nearest"),
+        amplitude_deg=(amp * 0.8, amp * 1.2, amp * 0.55),
+        speech_boost=config.head_speech_boost,
+        nod_deg=config.nod_deg,
+        translation=config.head_translation,
+    )
+
+
+__all__ = ["Audio2MotionConfig", "audio_to_motion"]

@@ -1,0 +1,168 @@
+"""audio_to_motion: jaw follows syllables, silence closes the mouth, blinks and head motion are natural."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+import pytest
+from scipy import signal
+
+from motion.audio2motion import Audio2MotionConfig, audio_to_motion
+from motion.audio_features import analyse_audio
+from motion.blendshapes import EXPRESSION_INDEX, MOUTH_NAMES
+from motion.idle import blink_curves
+from pipeline.audio import Audio, load_audio
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+MOUTH_COLS = [EXPRESSION_INDEX[n] for n in MOUTH_NAMES]
+RATE = 16000
+
+
+def _frames_between(fps: float, num_frames: int, start: float, end: float) -> np.ndarray:
+    t = (np.arange(num_frames) + 0.5) / fps
+    return (t > start) & (t < end)
+
+
+def _bursts(syllable_hz: float = 4.0, burst_s: float = 1.0, gap_s: float = 1.0, count: int = 3) -> Audio:
+    """Harmonic 140 Hz tone bursts, amplitude-modulated at ``syllable_hz``, between silences."""
+    rng = np.random.default_rng(0)
+    pieces = [np.zeros(int(gap_s * RATE))]
+    t = np.arange(int(burst_s * RATE)) / RATE
+    tone = sum(np.sin(2 * np.pi * 140 * k * t + k) / k for k in range(1, 20))
+    modulation = np.sin(np.pi * syllable_hz * t) ** 2  # `syllable_hz` humps per second
+    for _ in range(count):
+        pieces += [0.2 * tone * modulation / np.abs(tone).max(), np.zeros(int(gap_s * RATE))]
+    samples = np.concatenate(pieces) + 1e-4 * rng.standard_normal(sum(map(len, pieces)))
+    return Audio(samples.astype(np.float32), RATE)
+
+
+@pytest.fixture(scope="module")
+def demo():
+    return load_audio(ROOT / "assets" / "demo_speech.flac")
+
+
+@pytest.fixture(scope="module")
+def demo_motion(demo):
+    return audio_to_motion(demo, 25.0)
+
+
+def test_length_matches_audio(demo, demo_motion):
+    assert len(demo_motion) == round(demo.duration * 25.0)
+    short = Audio(demo.samples[: int(2.37 * RATE)], RATE)
+    for fps in (24.0, 29.97, 30.0):
+        assert len(audio_to_motion(short, fps)) == round(short.duration * fps)
+    assert len(audio_to_motion(short, 25.0, num_frames=80)) == 80
+
+
+def test_jaw_opens_once_per_syllable_and_silence_is_exactly_closed():
+    audio = _bursts()
+    fps = 25.0
+    motion = audio_to_motion(audio, fps)
+    jaw = motion.coefficient("jaw_open")
+    for k in range(3):
+        start = 1.0 + 2.0 * k
+        inside = _frames_between(fps, len(motion), start, start + 1.0)
+        peaks, _ = signal.find_peaks(jaw[inside], prominence=0.1)
+        assert len(peaks) == 4, f"burst {k}: {len(peaks)} jaw openings, expected 4"
+        assert jaw[inside].max() > 0.5
+        # Silence after the burst: exactly zero once the closing ramp is over, until the next burst's lead.
+        gap = _frames_between(fps, len(motion), start + 1.0 + 0.15, start + 2.0 - 0.1)
+        assert np.all(motion.expression[gap][:, MOUTH_COLS] == 0.0)
+    lead = _frames_between(fps, len(motion), 0.0, 0.9)
+    assert np.all(motion.expression[lead][:, MOUTH_COLS] == 0.0)
+
+
+def test_demo_pause_and_edges_close_the_mouth(demo, demo_motion):
+    features = analyse_audio(demo.samples, demo.rate)
+    pause = (features.times > 4.3) & (features.times < 6.0) & ~features.voiced
+    assert pause.sum() / features.rate > 0.8, "the demo's mid-sentence pause is not detected"
+    pause_start, pause_end = features.times[pause][[0, -1]]
+    fps, n = demo_motion.fps, len(demo_motion)
+    mouth = demo_motion.expression[:, MOUTH_COLS]
+    assert np.all(mouth[_frames_between(fps, n, pause_start + 0.13, pause_end - 0.08)] == 0.0)
+    assert np.all(mouth[_frames_between(fps, n, 0.0, 0.3)] == 0.0)
+    assert np.all(mouth[_frames_between(fps, n, demo.duration - 0.4, demo.duration)] == 0.0)
+    speech = _frames_between(fps, n, 0.5, 4.5)
+    assert demo_motion.coefficient("jaw_open")[speech].max() > 0.5
+    assert demo_motion.coefficient("lips_together")[speech].max() > 0.9  # "portrait", "speaks" close
+
+
+def test_digital_silence_gives_a_closed_mouth_and_still_blinks():
+    motion = audio_to_motion(Audio(np.zeros(5 * RATE, np.float32), RATE), 25.0)
+    assert np.all(motion.expression[:, MOUTH_COLS] == 0.0)
+    assert motion.coefficient("blink_left").max() > 0.9
+
+
+def test_blink_intervals_are_natural():
+    fps = 25.0
+    blinks = blink_curves(int(60 * fps), fps, np.random.default_rng(3))
+    left, right = blinks[:, 0], blinks[:, 1]
+    onsets = np.flatnonzero((left[1:] >= 0.5) & (left[:-1] < 0.5)) / fps
+    intervals = np.diff(onsets)
+    assert 10 <= len(onsets) <= 30
+    assert intervals.min() >= 1.4
+    assert intervals.max() <= 11.0
+    assert 2.5 <= intervals.mean() <= 5.0
+    closed_frames = np.diff(np.flatnonzero(np.diff((left >= 0.5).astype(int))))[::2]
+    assert closed_frames.max() <= 0.3 * fps  # each blink is short
+    for onset in onsets:  # every blink closes the lid fully on some frame
+        window = slice(int(onset * fps), int(onset * fps) + 8)
+        assert left[window].max() > 0.9
+    assert np.corrcoef(left, right)[0, 1] > 0.95  # both eyes together
+
+
+def test_head_motion_is_small_and_smooth(demo_motion):
+    degrees = np.degrees(demo_motion.pose[:, :3])
+    peak = np.abs(degrees).max(0)
+    assert peak.max() <= 4.0
+    assert peak.max() >= 0.5  # the head is not frozen
+    step = np.abs(np.diff(degrees, axis=0)).max()
+    assert step < 0.3, f"head turns {step:.2f} degrees in one frame"
+    assert np.abs(demo_motion.pose[:, 3:]).max() <= 0.3
+
+
+def test_deterministic_for_a_seed(demo):
+    clip = Audio(demo.samples[: 3 * RATE], RATE)
+    first = audio_to_motion(clip, 25.0, config=Audio2MotionConfig(seed=7))
+    again = audio_to_motion(clip, 25.0, config=Audio2MotionConfig(seed=7), progress=True)
+    other = audio_to_motion(clip, 25.0, config=Audio2MotionConfig(seed=8))
+    np.testing.assert_array_equal(first.expression, again.expression)
+    np.testing.assert_array_equal(first.pose, again.pose)
+    assert not np.array_equal(first.pose, other.pose)
+    np.testing.assert_array_equal(first.expression[:, MOUTH_COLS], other.expression[:, MOUTH_COLS])
+
+
+def test_transcript_alignment_drives_the_mouth(demo, demo_motion):
+    text = (
+        "Hello, and welcome. This portrait speaks from a single photo. "
+        "Every word moves the lips, and the mouth rests when the voice stops."
+    )
+    aligned = audio_to_motion(demo, 25.0, transcript=text)
+    jaw_free, jaw_aligned = demo_motion.coefficient("jaw_open"), aligned.coefficient("jaw_open")
+    assert np.corrcoef(jaw_free, jaw_aligned)[0, 1] > 0.8  # the jaw follows the audio either way
+    # "moves" (M at ~6.65 s) and "mouth" (M at ~8.14 s) close the lips.
+    lips = aligned.coefficient("lips_together")
+    for t in (6.66, 8.19):
+        assert lips[_frames_between(25.0, len(aligned), t - 0.08, t + 0.08)].max() > 0.9
+
+
+def _frame_rms(samples: np.ndarray, rate: int, fps: float, num_frames: int) -> np.ndarray:
+    """Plain RMS of each video frame's slice of audio, independent of the motion code."""
+    hop = rate / fps
+    return np.array(
+        [np.sqrt(np.mean(samples[int(i * hop) : int((i + 1) * hop)] ** 2)) for i in range(num_frames)]
+    )
+
+
+@pytest.mark.parametrize("name", ["speech_en_male_8s.wav", "speech_zh_female_8s.wav"])
+def test_jaw_correlates_with_the_envelope_in_any_language(name):
+    path = SHARED_DATA / name
+    if not path.is_file():
+        pytest.skip(f"{path} is absent")
+    audio = load_audio(path)
+    motion = audio_to_motion(audio, 25.0)
+    envelope = _frame_rms(audio.samples - audio.samples.mean(), audio.rate, 25.0, len(motion))
+    r = np.corrcoef(motion.coefficient("jaw_open"), envelope)[0, 1]
+    assert r >= 0.6, f"jaw/envelope correlation {r:.2f}"
