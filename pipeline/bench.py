@@ -8,6 +8,8 @@ import statistics
 import time
 from pathlib import Path
 
+import numpy as np
+
 
 def machine() -> str:
     """One line describing this machine."""
@@ -22,6 +24,30 @@ def machine() -> str:
     except OSError:
         pass
     return f"{cpu}, {os.cpu_count()} cores, Python {platform.python_version()}, torch {torch.__version__}"
+
+
+def frame_rms(samples: np.ndarray, rate: int, num_frames: int, fps: float) -> np.ndarray:
+    """Plain RMS of the audio over each video frame's time slice: [T]. Independent of the motion model."""
+    edges = np.round(np.arange(num_frames + 1) * rate / fps).astype(int)
+    out = np.zeros(num_frames)
+    for i in range(num_frames):
+        chunk = samples[edges[i] : edges[i + 1]]
+        out[i] = np.sqrt(np.mean(chunk**2)) if chunk.size else 0.0
+    return out
+
+
+def lipsync_correlation(video: str | os.PathLike, audio) -> float:
+    """Pearson correlation between the mouth opening measured on ``video``'s frames with the project's
+    tracker and the audio's frame RMS envelope (smoothed over 3 frames, as the mouth cannot follow faster)."""
+    from pipeline.media import probe_video, read_video_frames
+    from pipeline.oneshot import mouth_opening
+
+    info = probe_video(video)
+    opening = mouth_opening(list(read_video_frames(video)))
+    env = frame_rms(audio.samples, audio.rate, len(opening), info.fps)
+    env = np.convolve(env, np.ones(3) / 3, "same")
+    ok = ~np.isnan(opening)
+    return float(np.corrcoef(opening[ok], env[ok])[0, 1])
 
 
 def bench_oneshot(config, image: str | None = None, audio: str | None = None, repeats: int = 3,
@@ -62,6 +88,7 @@ def bench_oneshot(config, image: str | None = None, audio: str | None = None, re
         walls.append(wall)
         ratios.append(wall / speech.duration)
     result = {
+        "lipsync_correlation": lipsync_correlation(out, speech),
         "render_fps": statistics.median(render_fps),
         "command_seconds": statistics.median(walls),
         "command_over_audio": statistics.median(ratios),
@@ -77,5 +104,8 @@ def bench_oneshot(config, image: str | None = None, audio: str | None = None, re
     print(
         f"generate (in-process, after start-up): {result['command_seconds']:.2f} s = "
         f"{result['command_over_audio']:.3f} x audio duration (median of {repeats})"
+    )
+    print(
+        f"mouth opening (tracked on the output) vs audio RMS envelope: r = {result['lipsync_correlation']:.3f}"
     )
     return result
