@@ -105,7 +105,6 @@ def bench_oneshot(config, image: str | None = None, audio: str | None = None, re
         f"generate (in-process, after start-up): {result['command_seconds']:.2f} s = "
         f"{result['command_over_audio']:.3f} x audio duration (median of {repeats})"
     )
-    print(
-        f"mouth opening (tracked on the output) vs audio RMS envelope: r = {result['lipsync_correlation']:.3f}"
-    )
+    r = result["lipsync_correlation"]
+    print(f"mouth opening (tracked on the output) vs audio RMS envelope: r = {r:.3f}")
     return result
