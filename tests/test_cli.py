@@ -1,6 +1,5 @@
 """End to end through the CLI: a real portrait and speech clip in, a playable talking video out."""
 
-
 import cv2
 import numpy as np
 import pytest
