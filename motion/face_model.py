@@ -74,7 +74,7 @@ def build_expression_basis(shape: np.ndarray) -> np.ndarray:
         jaw_w[c] = 0.45
     jaw_w[list(tp.RIGHT_IRIS + tp.LEFT_IRIS)] = 0.0
     pivot = np.array([0.0, v[tp.NOSE_TIP, 1] + 0.8 * unit, mouth_c[2] - 8.5 * unit])
-    rot = axis_angle_to_matrix(np.array([0.26, 0.0, 0.0]))
+    rot = axis_angle_to_matrix(np.array([0.32, 0.0, 0.0]))  # about 18 degrees: a wide-open vowel
     jaw_disp = ((v - pivot) @ rot.T + pivot - v) * jaw_w[:, None]
     put("jaw_open", jaw_disp)
 

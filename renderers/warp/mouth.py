@@ -21,6 +21,14 @@ def _sample(image: np.ndarray, polygon: np.ndarray) -> np.ndarray:
     return np.median(image[mask > 0], 0).astype(np.float32)
 
 
+def _round_corners(polygon: np.ndarray, iterations: int = 3) -> np.ndarray:
+    """Chaikin corner cutting of a closed polygon [N, 2]: the lip corners of an open mouth are round."""
+    for _ in range(iterations):
+        nxt = np.roll(polygon, -1, axis=0)
+        polygon = np.stack([0.75 * polygon + 0.25 * nxt, 0.25 * polygon + 0.75 * nxt], 1).reshape(-1, 2)
+    return polygon
+
+
 class MouthPainter:
     """Paints the mouth interior inside the inner-lip contour of each frame.
 
@@ -56,7 +64,7 @@ class MouthPainter:
         gap = lower[:, 1] - upper[:, 1]  # pixels, > 0 where the lips part
         if gap.max() < 0.75:
             return
-        poly = np.concatenate([upper, lower[::-1]])
+        poly = _round_corners(np.concatenate([upper, lower[::-1]]))
         x0, y0 = np.floor(poly.min(0)).astype(int) - 2
         x1, y1 = np.ceil(poly.max(0)).astype(int) + 3
         h, w = frame.shape[:2]
