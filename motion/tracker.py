@@ -9,8 +9,10 @@ Backends:
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import os
+import sys
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -71,6 +73,21 @@ def _quiet_mediapipe() -> None:
     warnings.filterwarnings("ignore", module="google.protobuf")
 
 
+@contextlib.contextmanager
+def _native_stderr_silenced():
+    """Hide what native code writes to file descriptor 2 (TFLite and absl start-up notices)."""
+    sys.stderr.flush()
+    saved = os.dup(2)
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, 2)
+        yield
+    finally:
+        os.dup2(saved, 2)
+        os.close(saved)
+        os.close(devnull)
+
+
 class MediapipeTracker:
     """mediapipe face mesh with refined (attention) landmarks: 478 points, bundled weights.
 
@@ -84,17 +101,24 @@ class MediapipeTracker:
         _quiet_mediapipe()
         from mediapipe.python.solutions import face_mesh
 
-        self._mesh = face_mesh.FaceMesh(
-            static_image_mode=not video,
-            max_num_faces=max_faces,
-            refine_landmarks=True,
-            min_detection_confidence=min_confidence,
-            min_tracking_confidence=min_confidence,
-        )
+        with _native_stderr_silenced():
+            self._mesh = face_mesh.FaceMesh(
+                static_image_mode=not video,
+                max_num_faces=max_faces,
+                refine_landmarks=True,
+                min_detection_confidence=min_confidence,
+                min_tracking_confidence=min_confidence,
+            )
+        self._warm = False
 
     def detect(self, image: np.ndarray) -> list[FaceLandmarks]:
         h, w = image.shape[:2]
-        result = self._mesh.process(np.ascontiguousarray(image))
+        if self._warm:
+            result = self._mesh.process(np.ascontiguousarray(image))
+        else:  # the first call prints the interpreter's start-up notices
+            with _native_stderr_silenced():
+                result = self._mesh.process(np.ascontiguousarray(image))
+            self._warm = True
         faces = []
         for lm in result.multi_face_landmarks or []:
             pts = np.array([(p.x * w, p.y * h, p.z * w) for p in lm.landmark], np.float32)
