@@ -279,8 +279,8 @@ class FaceModel:
         rotvec = matrix_to_axis_angle(rot)
         if shape is None and landmarks.has_depth and len(idx) == len(self.mean):
             observed = ((obs - trans) / scale) @ rot  # person's landmarks in the model frame
-            expression = self._measure_expression(observed)
             basis = build_expression_basis(observed)
+            expression = self._measure_expression(observed, basis)
             neutral = observed - np.tensordot(expression, basis, axes=([0], [0]))
         else:
             neutral = np.asarray(ref, np.float64).copy()
@@ -299,10 +299,9 @@ class FaceModel:
         fit.residual = float(np.sqrt(((fit.project(posed)[idx] - pts[:, :2]) ** 2).sum(1).mean()))
         return fit
 
-    def _measure_expression(self, observed: np.ndarray) -> np.ndarray:
+    def _measure_expression(self, observed: np.ndarray, basis: np.ndarray) -> np.ndarray:
         """Mouth opening and eye closure of a face in the model frame, as coefficients [E]."""
         expr = np.zeros(len(self.names), np.float32)
-        basis = build_expression_basis(observed)
         jaw = basis[EXPRESSION_INDEX["jaw_open"]]
         rest_gap = np.linalg.norm(self.mean[tp.UPPER_LIP_CENTER_INNER] - self.mean[tp.LOWER_LIP_CENTER_INNER])
         gap = observed[tp.UPPER_LIP_CENTER_INNER, 1] - observed[tp.LOWER_LIP_CENTER_INNER, 1]
@@ -312,9 +311,8 @@ class FaceModel:
             ("blink_left", tp.LEFT_EYE_UPPER, tp.LEFT_EYE_LOWER, tp.LEFT_EYE_CORNERS),
             ("blink_right", tp.RIGHT_EYE_UPPER, tp.RIGHT_EYE_LOWER, tp.RIGHT_EYE_CORNERS),
         ):
-            expr[EXPRESSION_INDEX[name]] = np.clip(
-                1 - eye_aperture(observed, upper, lower, corners) / 0.28, 0, 1
-            ) * (eye_aperture(observed, upper, lower, corners) < 0.15)
+            aperture = eye_aperture(observed, upper, lower, corners)
+            expr[EXPRESSION_INDEX[name]] = np.clip(1 - aperture / 0.28, 0, 1) * (aperture < 0.15)
         return expr
 
     def _fit_expression(self, neutral, rot, scale, pts, idx, centre) -> np.ndarray:

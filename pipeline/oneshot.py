@@ -134,8 +134,6 @@ def demo_inputs() -> tuple[Path, Path, str]:
 
     photo = Path(matplotlib.get_data_path()) / "sample_data" / "grace_hopper.jpg"
     speech = Path(__file__).resolve().parent.parent / "assets" / "demo_speech.flac"
-    if not speech.is_file():  # installed without the repository's assets
-        speech = Path(__file__).resolve().parent / "data" / "demo_speech.flac"
     transcript = (
         "Hello, and welcome. This portrait speaks from a single photo. "
         "Every word moves the lips, and the mouth rests when the voice stops."
