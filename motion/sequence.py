@@ -4,11 +4,11 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
-from pathlib import Path
 
 import numpy as np
 
 from motion.blendshapes import EXPRESSION_NAMES
+from pipeline.files import save_npz
 
 SCHEMA_VERSION = 1
 
@@ -72,17 +72,14 @@ class MotionSequence:
 
     def save(self, path: str | os.PathLike) -> None:
         """Write to ``.npz`` atomically."""
-        path = Path(path)
-        tmp = path.with_name(path.name + ".tmp.npz")
-        np.savez(
-            tmp,
+        save_npz(
+            path,
             schema_version=np.int32(SCHEMA_VERSION),
             fps=np.float64(self.fps),
             expression=self.expression,
             pose=self.pose,
             names=np.array(self.names),
         )
-        os.replace(tmp, path)
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> MotionSequence:

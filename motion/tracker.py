@@ -125,6 +125,10 @@ class MediapipeTracker:
             faces.append(FaceLandmarks(pts, np.arange(NUM_POINTS), (h, w)))
         return sorted(faces, key=lambda f: -f.area)
 
+    def reset(self) -> None:
+        """Forget the previous frames (video mode): the next frame is detected afresh."""
+        self._mesh.reset()
+
     def close(self) -> None:
         self._mesh.close()
 

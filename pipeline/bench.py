@@ -108,3 +108,88 @@ def bench_oneshot(config, image: str | None = None, audio: str | None = None, re
     r = result["lipsync_correlation"]
     print(f"mouth opening (tracked on the output) vs audio RMS envelope: r = {r:.3f}")
     return result
+
+
+def _run_measured(cmd: list[str]) -> tuple[float, float, int]:
+    """Run ``cmd``; return (wall seconds, peak RSS in MB of it and its children, exit code)."""
+    import subprocess
+
+    start = time.perf_counter()
+    proc = subprocess.Popen(cmd)
+    _, status, usage = os.wait4(proc.pid, 0)
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    return time.perf_counter() - start, usage.ru_maxrss / 1024.0, proc.returncode
+
+
+def bench_prepare(
+    config, video: str | None = None, upscaled: bool = True, out: str = "outputs/bench_prepare"
+):
+    """Time ``talking-portrait prepare`` end to end (a fresh process per run) and read its peak RAM.
+
+    Runs on ``video`` (default the shared talk_andrew_a.mp4), on a 512x512 upscaled copy of it, and on
+    that copy looped to three times the length, to show that peak RAM does not grow with the clip.
+    """
+    import json
+    import subprocess
+    import sys
+
+    from pipeline.audio import ffmpeg_exe
+    from pipeline.errors import InputError
+    from pipeline.media import probe_video
+
+    root = Path(out)
+    root.mkdir(parents=True, exist_ok=True)
+    if video is None:
+        video = str(Path(__file__).resolve().parents[2] / "shared" / "data" / "talk_andrew_a.mp4")
+        if not Path(video).is_file():
+            raise InputError(f"{video} is not present", "pass --video with a clip of one person talking")
+    inputs = [("source", Path(video))]
+    if upscaled:
+        up = root / "upscaled_512.mp4"
+        longer = root / "upscaled_512_x3.mp4"
+        if not up.is_file():
+            subprocess.run(
+                [ffmpeg_exe(), "-v", "error", "-y", "-i", video, "-vf", "scale=512:512:flags=lanczos",
+                 "-c:v", "libx264", "-crf", "16", "-c:a", "copy", str(up)], check=True,
+            )  # fmt: skip
+        if not longer.is_file():
+            subprocess.run(
+                [
+                    ffmpeg_exe(),
+                    "-v",
+                    "error",
+                    "-y",
+                    "-stream_loop",
+                    "2",
+                    "-i",
+                    str(up),
+                    "-c",
+                    "copy",
+                    str(longer),
+                ],
+                check=True,
+            )
+        inputs += [("upscaled 512", up), ("upscaled 512, 3x long", longer)]
+    print(f"machine: {machine()}")
+    print(f"date: {time.strftime('%Y-%m-%d')}, frame size {config.size}, {config.fps:g} fps")
+    results = {}
+    for label, path in inputs:
+        info = probe_video(path)
+        cmd = [
+            sys.executable, "-m", "pipeline.cli", "prepare", str(path), "--identity", "bench",
+            "--workspace", str(root / "ws"), "--force", "-q", "--size", str(config.size),
+            "--fps", str(config.fps),
+        ]  # fmt: skip
+        wall, rss, code = _run_measured(cmd)
+        if code != 0:
+            raise RuntimeError(f"prepare failed on {path} (exit {code})")
+        summary = json.loads((root / "ws" / "bench" / "report" / "summary.json").read_text())
+        frames = summary["frames"]
+        steps = ", ".join(f"{k} {v:.1f}" for k, v in summary["timings_s"].items())
+        print(
+            f"{label}: {path.name} {info.width}x{info.height} {info.fps:g} fps, {frames} frames -> "
+            f"{wall:.1f} s = {frames / wall:.1f} frames/s end to end (process start included), "
+            f"peak RSS {rss:.0f} MB; steps (s): {steps}"
+        )
+        results[label] = {"frames": frames, "seconds": wall, "fps": frames / wall, "peak_rss_mb": rss}
+    return results

@@ -69,6 +69,52 @@ def _run_bench(args: argparse.Namespace) -> int:
     return 0
 
 
+def _prepare_config(args: argparse.Namespace):
+    from pipeline.config import load_config
+    from pipeline.prepare import PrepareConfig
+
+    overrides = list(args.set)
+    for key in ("size", "fps", "holdout"):
+        value = getattr(args, key, None)
+        if value is not None:
+            overrides.append(f"{key}={value}")
+    return load_config(PrepareConfig, args.config, overrides)
+
+
+def _run_prepare(args: argparse.Namespace) -> int:
+    from pipeline.prepare import prepare
+    from pipeline.prepare_report import format_summary
+
+    start = time.perf_counter()
+    ws = prepare(
+        args.video, args.identity, args.workspace, _prepare_config(args), audio=args.audio,
+        force=args.force, progress=not args.quiet,
+    )  # fmt: skip
+    print(format_summary(ws))
+    print(f"prepared {ws.path} in {time.perf_counter() - start:.1f} s")
+    return 0
+
+
+def _run_inspect(args: argparse.Namespace) -> int:
+    from pipeline.prepare_report import format_summary
+    from pipeline.workspace import Workspace, identity_dir
+
+    path = Path(args.workspace)
+    if args.identity:
+        path = identity_dir(args.identity, path)
+    elif not path.exists() and os.sep not in args.workspace:
+        path = identity_dir(args.workspace)  # a bare identity name under the default root
+    print(format_summary(Workspace.open(path)))
+    return 0
+
+
+def _run_bench_prepare(args: argparse.Namespace) -> int:
+    from pipeline.bench import bench_prepare
+
+    bench_prepare(_prepare_config(args), video=args.video, upscaled=not args.no_upscaled, out=args.out)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="talking-portrait", description="Photoreal talking-portrait video from speech."
@@ -105,6 +151,39 @@ def build_parser() -> argparse.ArgumentParser:
     one.add_argument("--tracker", choices=["mediapipe", "face-alignment"], help=argparse.SUPPRESS)
     _add_config_args(one)
     one.set_defaults(func=_run_bench)
+    bprep = bench_sub.add_parser("prepare", help="identity preparation: frames/s end to end and peak RAM")
+    bprep.add_argument("--video", help="footage (default: ../shared/data/talk_andrew_a.mp4)")
+    bprep.add_argument("--no-upscaled", action="store_true", help="skip the run on a 512x512 upscaled copy")
+    bprep.add_argument("--out", default="outputs/bench_prepare", help="scratch workspace root")
+    bprep.add_argument("--size", type=int, help="workspace frame size (default 512)")
+    bprep.add_argument("--fps", type=float, help=argparse.SUPPRESS)
+    bprep.add_argument("--holdout", type=float, help=argparse.SUPPRESS)
+    _add_config_args(bprep)
+    bprep.set_defaults(func=_run_bench_prepare)
+
+    prep = sub.add_parser("prepare", help="footage of one person -> an identity workspace for training")
+    prep.add_argument(
+        "video", help="video of one person talking (10 s to 10 minutes; any format ffmpeg reads)"
+    )
+    prep.add_argument("--identity", required=True, help="name of the identity (its folder name)")
+    prep.add_argument(
+        "--workspace", help="root folder holding one folder per identity (default outputs/identities)"
+    )
+    prep.add_argument("--size", type=int, help="side of the stored square frames (default 512)")
+    prep.add_argument("--fps", type=float, help="frame rate to resample to (default 25)")
+    prep.add_argument(
+        "--holdout", type=float, help="share of the clip's end held out for evaluation (default 0.1)"
+    )
+    prep.add_argument("--audio", help="speech to use instead of the video's own audio track")
+    prep.add_argument("--force", action="store_true", help="discard an existing workspace of this identity")
+    prep.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    _add_config_args(prep)
+    prep.set_defaults(func=_run_prepare)
+
+    insp = sub.add_parser("inspect", help="print the summary of a prepared identity")
+    insp.add_argument("workspace", help="an identity's folder (or the root, with --identity)")
+    insp.add_argument("--identity", help="identity name under the WORKSPACE root")
+    insp.set_defaults(func=_run_inspect)
     return parser
 
 

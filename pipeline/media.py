@@ -697,16 +697,27 @@ def probe_video(path: str | os.PathLike) -> VideoInfo:
     )
 
 
-def read_video_frames(path: str | os.PathLike, size: tuple[int, int] | None = None) -> Iterator[np.ndarray]:
-    """Yield the frames of a video as uint8 RGB [H, W, 3]; ``size`` = (width, height) resizes them."""
+def read_video_frames(
+    path: str | os.PathLike, size: tuple[int, int] | None = None, filters: str | None = None
+) -> Iterator[np.ndarray]:
+    """Yield the frames of a video as uint8 RGB [H, W, 3].
+
+    Args:
+        size: (width, height) to resize the frames to.
+        filters: an ffmpeg filter chain run before the resize (for example ``fps=25,crop=...``); frames
+            come out exactly as the chain emits them, none duplicated or dropped to keep a frame rate.
+    """
     import imageio_ffmpeg
 
     path = Path(path)
     if not path.is_file():
         raise InputError(f"video file not found: {path}", "check the path")
-    output_params = []
+    chain = [filters] if filters else []
     if size is not None:
-        output_params += ["-vf", f"scale={int(size[0])}:{int(size[1])}:flags=area"]
+        chain.append(f"scale={int(size[0])}:{int(size[1])}:flags=area")
+    output_params = ["-vf", ",".join(chain)] if chain else []
+    if filters:
+        output_params += ["-fps_mode", "passthrough"]
     gen = imageio_ffmpeg.read_frames(str(path), pix_fmt="rgb24", output_params=output_params)
     try:
         try:

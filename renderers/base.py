@@ -14,6 +14,7 @@ import numpy as np
 
 from motion.sequence import MotionSequence
 from pipeline.errors import InputError
+from pipeline.files import atomic_path, write_json
 
 RENDERER_SCHEMA_VERSION = 1
 
@@ -68,12 +69,9 @@ class Renderer(ABC):
         directory = Path(directory)
         directory.mkdir(parents=True, exist_ok=True)
         config = {"class": self.name, "schema_version": RENDERER_SCHEMA_VERSION, **self.config_dict()}
-        tmp = directory / ".model.safetensors.tmp"
-        save_file({k: np.ascontiguousarray(v) for k, v in self.state_tensors().items()}, str(tmp))
-        os.replace(tmp, directory / "model.safetensors")
-        tmp = directory / ".config.json.tmp"
-        tmp.write_text(json.dumps(config, indent=2))
-        os.replace(tmp, directory / "config.json")
+        with atomic_path(directory / "model.safetensors") as tmp:
+            save_file({k: np.ascontiguousarray(v) for k, v in self.state_tensors().items()}, str(tmp))
+        write_json(directory / "config.json", config)
         return directory
 
 

@@ -1,0 +1,593 @@
+"""Identity preparation: minutes of footage of one person -> an identity workspace, on a CPU, offline.
+
+Steps (each resumable; a finished step is skipped when prepare runs again):
+
+1. ``crop``: probe the video, find the main face on frames spread over the clip, fix one square crop
+   around the head for the whole clip (room for its motion included).
+2. ``frames``: decode at the target frame rate (variable frame rates resampled by ffmpeg), crop and scale,
+   track 478 landmarks, segment the person, build masks; written in chunks of JPEG frames + masks +
+   landmarks. The tracker and the mask smoothing restart at every chunk boundary, so a resumed run
+   gives the same bytes as an uninterrupted one.
+3. ``tracking``: short face losses interpolated, then the joint clip fit (:mod:`motion.clip_fit`):
+   identity shape, focal length, stabilised poses, expression coefficients, blinks.
+4. ``background``: a clean plate from frames spread over the clip.
+5. ``audio``: the speech at 16 kHz and per-frame features (log-mel, phoneme posteriors).
+6. ``split``: the last part of the clip held out for evaluation.
+7. ``report``: contact sheet, curves, plate, numbers.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import shutil
+import time
+import wave
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from motion.clip_fit import ClipFitConfig, fit_clip
+from motion.tracker import FaceLandmarks, MediapipeTracker
+from pipeline.audio import SAMPLE_RATE, Audio, load_audio
+from pipeline.config import to_dict
+from pipeline.errors import InputError, NoFaceError
+from pipeline.files import atomic_path, save_npz
+from pipeline.framing import square_around_face
+from pipeline.media import VideoInfo, probe_video, read_video_frames
+from pipeline.workspace import SCHEMA_VERSION, Workspace, encode_frame, identity_dir, read_chunk, write_chunk
+
+log = logging.getLogger(__name__)
+
+MIN_SIDE = 64
+MAX_SIDE = 8192
+
+
+@dataclass
+class PrepareConfig:
+    """Settings of identity preparation."""
+
+    size: int = 512
+    """Side of the square frames stored in the workspace, in pixels."""
+    fps: float = 25.0
+    """Frame rate the footage is resampled to."""
+    holdout: float = 0.1
+    """Share of the clip, at its end, held out for evaluation (never trained on)."""
+    zoom: float = 2.6
+    """Crop side over the face's height (before adding room for head motion)."""
+    chunk_size: int = 100
+    """Frames per chunk file (the unit of resuming and of streaming)."""
+    crop_samples: int = 40
+    """Frames spread over the clip that decide the crop."""
+    max_gap_seconds: float = 0.5
+    """Face losses up to this long are interpolated; longer ones are marked invalid."""
+    max_faceless: float = 0.5
+    """A clip whose share of frames without a face exceeds this is refused."""
+    min_seconds: float = 2.0
+    """Shortest clip accepted."""
+    max_seconds: float = 1800.0
+    """Longest clip accepted."""
+    jpeg_quality: int = 95
+    """Quality of the stored frames."""
+    background_samples: int = 48
+    """Frames spread over the clip that build the background plate."""
+    fit: ClipFitConfig = field(default_factory=ClipFitConfig)
+    """Joint clip fit settings."""
+
+
+STEPS = ("crop", "frames", "tracking", "background", "audio", "split", "report")
+_SETTINGS_THAT_MATTER = ("size", "fps", "zoom", "chunk_size", "jpeg_quality")
+
+
+def _fingerprint(path: Path) -> str:
+    """Size + hash of the first and last MiB: identifies the source without reading all of it."""
+    h = hashlib.sha1()
+    size = path.stat().st_size
+    h.update(str(size).encode())
+    with open(path, "rb") as f:
+        h.update(f.read(1 << 20))
+        if size > 2 << 20:
+            f.seek(-(1 << 20), os.SEEK_END)
+            h.update(f.read())
+    return h.hexdigest()
+
+
+def _check_video(info: VideoInfo, path: Path, config: PrepareConfig) -> None:
+    if min(info.width, info.height) < MIN_SIDE or max(info.width, info.height) > MAX_SIDE:
+        raise InputError(
+            f"{path} is {info.width}x{info.height}; prepare takes frames between {MIN_SIDE} and {MAX_SIDE} "
+            "pixels a side",
+            "re-encode the video to a usual size (for example 1280x720) with ffmpeg -vf scale",
+        )
+    duration = info.num_frames / info.fps if info.fps > 0 else info.duration
+    if duration < config.min_seconds:
+        raise InputError(
+            f"{path} is only {duration:.1f} s long; preparing an identity needs at least "
+            f"{config.min_seconds:g} s of footage",
+            "give a longer clip of the person talking (10 s to a few minutes works best)",
+        )
+    if duration > config.max_seconds:
+        raise InputError(
+            f"{path} is {duration / 60:.1f} minutes long; the limit is {config.max_seconds / 60:g} minutes",
+            f"cut it (ffmpeg -t {int(config.max_seconds)}) or raise --set max_seconds=...",
+        )
+
+
+class Preparer:
+    """Runs the preparation steps on one workspace. Use :func:`prepare`."""
+
+    def __init__(
+        self,
+        video: Path,
+        ws: Workspace,
+        config: PrepareConfig,
+        audio_path: Path | None,
+        progress: bool,
+        on_chunk: Callable[[int], None] | None = None,
+    ) -> None:
+        self.video = video
+        self.ws = ws
+        self.config = config
+        self.audio_path = audio_path
+        self.progress = progress
+        self.on_chunk = on_chunk
+        self.timings: dict[str, float] = dict(ws.info.get("timings", {}))
+
+    def _timed(self, step: str, fn: Callable[[], Any]) -> None:
+        if self.ws.step_done(step):
+            return
+        t0 = time.perf_counter()
+        fn()
+        self.timings[step] = round(time.perf_counter() - t0, 3)
+        self.ws.info["timings"] = self.timings
+        self.ws.mark_done(step)
+
+    def run(self) -> Workspace:
+        for step in STEPS:
+            self._timed(step, getattr(self, f"_step_{step}"))
+        return self.ws
+
+    # ---- 1. crop -----------------------------------------------------------------------------------
+    def _step_crop(self) -> None:
+        info = VideoInfo(**self.ws.info["source"]["video"])
+        step = max(1, info.num_frames // self.config.crop_samples)
+        scale = min(1.0, 640.0 / max(info.width, info.height))
+        sw, sh = max(2, round(info.width * scale / 2) * 2), max(2, round(info.height * scale / 2) * 2)
+        tracker = MediapipeTracker(video=False, max_faces=4)
+        samples: list[list[FaceLandmarks]] = []
+        try:
+            for frame in read_video_frames(self.video, (sw, sh), filters=f"select=not(mod(n\\,{step}))"):
+                samples.append(tracker.detect(frame))
+        finally:
+            tracker.close()
+        with_face = [faces for faces in samples if faces]
+        if len(with_face) < (1 - self.config.max_faceless) * max(len(samples), 1):
+            raise NoFaceError(
+                f"a face was found on only {len(with_face)} of {len(samples)} frames sampled from "
+                f"{self.video}",
+                "give footage where one person's face is visible most of the time",
+            )
+        main = _main_faces(with_face, (sh, sw))
+        crowded = sum(len(f) > 1 for f in with_face)
+        if crowded > 0.25 * len(with_face):
+            log.warning(
+                "%s shows several faces on %d of %d sampled frames; preparing the largest, most central one",
+                self.video,
+                crowded,
+                len(with_face),
+            )
+        boxes = np.array([f.box for f in main]) / scale  # [K, 4] in source pixels
+        centres = (boxes[:, :2] + boxes[:, 2:]) / 2
+        median_box = np.median(boxes, 0)
+        spread = np.abs(centres - np.median(centres, 0)).max(0)
+        left, top, side = square_around_face(
+            tuple(median_box), (info.height, info.width), self.config.zoom, margin=2 * float(spread.max())
+        )
+        side = int(round(side / 2) * 2)
+        left = int(np.clip(round(left), 0, max(info.width - side, 0)))
+        top = int(np.clip(round(top), 0, max(info.height - side, 0)))
+        self.ws.info["crop"] = {"x": left, "y": top, "side": side}
+        self.ws.info["summary"] = {
+            **self.ws.info.get("summary", {}),
+            "crop_samples": len(samples),
+            "crop_samples_with_face": len(with_face),
+            "crop_samples_with_several_faces": crowded,
+        }
+
+    def _filters(self, start: int) -> str:
+        crop = self.ws.info["crop"]
+        size = self.config.size
+        side = crop["side"]
+        flags = "area" if side >= size else "bicubic"
+        parts = [f"fps={self.config.fps!r}"]
+        if start:
+            parts.append(f"select=gte(n\\,{start})")
+        src = self.ws.info["source"]["video"]
+        if side > min(src["width"], src["height"]):  # smaller than the square: pad by edge replication
+            parts.append(f"pad={side}:{side}:(ow-iw)/2:(oh-ih)/2")
+        parts += [f"crop={side}:{side}:{crop['x']}:{crop['y']}", f"scale={size}:{size}:flags={flags}"]
+        return ",".join(parts)
+
+    # ---- 2. frames ---------------------------------------------------------------------------------
+    def _existing_chunks(self) -> int:
+        """How many leading chunk files are complete and readable; later or broken ones are removed."""
+        self.ws.chunk_dir.mkdir(parents=True, exist_ok=True)
+        count = 0
+        while self.ws.chunk_path(count).is_file():
+            try:
+                c = read_chunk(self.ws.chunk_path(count))
+                if c.start != count * self.config.chunk_size or len(c) == 0:
+                    raise InputError("chunk out of place")
+            except InputError:
+                log.warning("discarding unreadable %s; it is rebuilt", self.ws.chunk_path(count))
+                break
+            count += 1
+            if len(c) < self.config.chunk_size:  # the clip's last chunk
+                break
+        for stale in self.ws.chunk_dir.glob("*.npz"):
+            if stale.stem.isdigit() and int(stale.stem) >= count:
+                stale.unlink()
+        return count
+
+    def _step_frames(self) -> None:
+        from pipeline.masks import MaskBuilder, PersonSegmenter, encode_masks
+
+        cfg = self.config
+        done = self._existing_chunks()
+        if done and len(read_chunk(self.ws.chunk_path(done - 1))) < cfg.chunk_size:
+            self._finish_frames(done)
+            return
+        start = done * cfg.chunk_size
+        src = self.ws.info["source"]["video"]
+        expected = round(src["num_frames"] / src["fps"] * cfg.fps) if src["fps"] else 0
+        tracker = MediapipeTracker(video=True, max_faces=2)
+        segmenter = PersonSegmenter()
+        builder = MaskBuilder(cfg.size)
+        bar = _progress_bar(self.progress, expected, start, "frames")
+        chunk_index = done
+        jpegs: list[bytes] = []
+        masks: list[bytes] = []
+        marks: list[np.ndarray] = []
+        found: list[bool] = []
+        faces_seen: list[int] = []
+        previous: np.ndarray | None = None
+        empty = np.zeros((478, 3), np.float32)
+
+        def flush() -> None:
+            nonlocal chunk_index, previous
+            write_chunk(
+                self.ws.chunk_path(chunk_index),
+                chunk_index * cfg.chunk_size,
+                jpegs,
+                masks,
+                np.stack(marks),
+                np.array(found),
+                np.array(faces_seen),
+            )
+            for buf in (jpegs, masks, marks, found, faces_seen):
+                buf.clear()
+            chunk_index += 1
+            tracker.reset()
+            builder.reset()
+            previous = None
+            if self.on_chunk is not None:
+                self.on_chunk(chunk_index)
+
+        try:
+            for rgb in read_video_frames(self.video, filters=self._filters(start)):
+                faces = tracker.detect(rgb)
+                face = _pick_face(faces, previous, cfg.size)
+                previous = None if face is None else face.points[:, :2].mean(0)
+                person = segmenter.segment(rgb)
+                m = builder.build(rgb, person, None if face is None else face.points[:, :2])
+                jpegs.append(encode_frame(rgb, cfg.jpeg_quality))
+                masks.append(encode_masks(m))
+                marks.append(empty if face is None else face.points.astype(np.float32))
+                found.append(face is not None)
+                faces_seen.append(len(faces))
+                if bar is not None:
+                    bar.update(1)
+                if len(jpegs) == cfg.chunk_size:
+                    flush()
+            if jpegs:
+                flush()
+        finally:
+            tracker.close()
+            segmenter.close()
+            if bar is not None:
+                bar.close()
+        if chunk_index == 0:
+            raise InputError(f"no frames could be decoded from {self.video}", "check that the video plays")
+        self._finish_frames(chunk_index)
+
+    def _finish_frames(self, num_chunks: int) -> None:
+        last = read_chunk(self.ws.chunk_path(num_chunks - 1))
+        self.ws.info["num_frames"] = last.start + len(last)
+
+    # ---- 3. tracking -------------------------------------------------------------------------------
+    def _step_tracking(self) -> None:
+        cfg = self.config
+        n = self.ws.num_frames
+        landmarks = np.zeros((n, 478, 3), np.float32)
+        found = np.zeros(n, bool)
+        faces = np.zeros(n, np.int16)
+        for c in range((n + cfg.chunk_size - 1) // cfg.chunk_size):
+            chunk = read_chunk(self.ws.chunk_path(c))
+            sl = slice(chunk.start, chunk.start + len(chunk))
+            landmarks[sl], found[sl], faces[sl] = chunk.landmarks, chunk.found, chunk.faces
+        if found.mean() < 1 - cfg.max_faceless:
+            raise NoFaceError(
+                f"the face was tracked on only {found.mean():.0%} of the frames of {self.video}",
+                "give footage where the person's face is visible most of the time",
+            )
+        valid, gaps = interpolate_gaps(landmarks, found, round(cfg.max_gap_seconds * cfg.fps))
+        fit = fit_clip(landmarks, valid, (cfg.size, cfg.size), cfg.fit)
+        save_tracking(self.ws.file("tracking.npz"), fit, landmarks, valid, found)
+        self.ws.info["summary"] = {
+            **self.ws.info.get("summary", {}),
+            "frames": n,
+            "faceless_frames": int((~found).sum()),
+            "interpolated_frames": int((valid & ~found).sum()),
+            "invalid_frames": int((~valid).sum()),
+            "face_gaps": gaps,
+            "frames_with_several_faces": int((faces > 1).sum()),
+            "focal_px": round(fit.focal, 2),
+            **{k: round(v, 4) for k, v in fit.stats.items()},
+        }
+
+    # ---- 4. background -----------------------------------------------------------------------------
+    def _step_background(self) -> None:
+        from pipeline.background import BackgroundPlate
+
+        n = self.ws.num_frames
+        picks = np.unique(np.linspace(0, n - 1, min(self.config.background_samples, n)).round().astype(int))
+        plate = BackgroundPlate(self.config.size, max_samples=len(picks))
+        for _, rgb, m in self.ws.iter_frames(picks.tolist()):
+            plate.add(rgb, m.person_alpha)
+        image, coverage = plate.result()
+        with atomic_path(self.ws.file("background_coverage.png")) as tmp:
+            cv2.imwrite(str(tmp), (np.clip(coverage, 0, 1) * 255).astype(np.uint8))
+        with atomic_path(self.ws.file("background.png")) as tmp:
+            cv2.imwrite(str(tmp), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+        self.ws.info["summary"] = {
+            **self.ws.info.get("summary", {}),
+            "background_coverage": round(float((coverage > 0).mean()), 4),
+        }
+
+    # ---- 5. audio ----------------------------------------------------------------------------------
+    def _step_audio(self) -> None:
+        from motion.speech_features import compute_speech_features
+
+        source = self.audio_path or self.video
+        has_audio = self.audio_path is not None or self.ws.info["source"]["video"]["has_audio"]
+        if not has_audio:
+            log.warning(
+                "%s has no audio track: the workspace has no speech features; audio-driven training "
+                "needs them (prepare again with --audio SPEECH)",
+                self.video,
+            )
+            self.ws.info["audio"] = None
+            return
+        audio = load_audio(source, max_seconds=self.config.max_seconds + 60)
+        video_seconds = self.ws.num_frames / self.config.fps
+        if abs(audio.duration - video_seconds) > 0.5:
+            log.warning("audio lasts %.2f s but the video %.2f s", audio.duration, video_seconds)
+        write_wav(self.ws.file("audio.wav"), audio)
+        features = compute_speech_features(audio, self.config.fps, self.ws.num_frames)
+        features.save(self.ws.file("audio_features.npz"))
+        self.ws.info["audio"] = {
+            "source": str(source),
+            "seconds": round(audio.duration, 3),
+            "rate": SAMPLE_RATE,
+        }
+
+    # ---- 6. split ----------------------------------------------------------------------------------
+    def _step_split(self) -> None:
+        n = self.ws.num_frames
+        held = round(self.config.holdout * n)
+        if self.config.holdout > 0:
+            held = max(held, 1)
+        self.ws.info["split"] = {"train": [0, n - held], "holdout": [n - held, n]}
+
+    # ---- 7. report ---------------------------------------------------------------------------------
+    def _step_report(self) -> None:
+        from pipeline.prepare_report import write_report
+
+        write_report(self.ws)
+
+
+def _progress_bar(enabled: bool, total: int, initial: int, desc: str):
+    if not enabled:
+        return None
+    from tqdm import tqdm
+
+    return tqdm(total=total or None, initial=initial, desc=desc, unit="frame", leave=False)
+
+
+def _main_faces(samples: list[list[FaceLandmarks]], image_size: tuple[int, int]) -> list[FaceLandmarks]:
+    """The same person on every sample: first the largest, most central face, then the nearest to it."""
+    h, w = image_size
+    sigma = 0.35 * np.hypot(h, w)
+
+    def centre(f: FaceLandmarks) -> np.ndarray:
+        x0, y0, x1, y1 = f.box
+        return np.array([(x0 + x1) / 2, (y0 + y1) / 2])
+
+    def score(f: FaceLandmarks) -> float:
+        d = np.linalg.norm(centre(f) - np.array([w / 2, h / 2]))
+        return f.area * np.exp(-0.5 * (d / sigma) ** 2)
+
+    first = [max(faces, key=score) for faces in samples]
+    anchor = np.median([centre(f) for f in first], 0)
+    return [min(faces, key=lambda f: np.linalg.norm(centre(f) - anchor)) for faces in samples]
+
+
+def _pick_face(faces: list[FaceLandmarks], previous: np.ndarray | None, size: int) -> FaceLandmarks | None:
+    """The tracked person's face among those found: nearest the last position, else the most central
+    of the large ones (the crop centres the main person)."""
+    if not faces:
+        return None
+    if previous is not None:
+        return min(faces, key=lambda f: np.linalg.norm(f.points[:, :2].mean(0) - previous))
+    mid = np.array([size / 2, size / 2])
+    return max(
+        faces, key=lambda f: f.area / (1.0 + (np.linalg.norm(f.points[:, :2].mean(0) - mid) / size) ** 2)
+    )
+
+
+def interpolate_gaps(
+    landmarks: np.ndarray, found: np.ndarray, max_gap: int
+) -> tuple[np.ndarray, list[tuple[int, int]]]:
+    """Fill runs of frames without a face, up to ``max_gap`` frames long, in place.
+
+    Inner gaps are interpolated linearly between their neighbours; gaps at the clip's ends hold the
+    nearest tracked frame. Returns (valid [T] bool, every gap as (first frame, length)).
+    """
+    valid = found.copy()
+    gaps: list[tuple[int, int]] = []
+    t = 0
+    n = len(found)
+    while t < n:
+        if found[t]:
+            t += 1
+            continue
+        end = t
+        while end < n and not found[end]:
+            end += 1
+        gaps.append((t, end - t))
+        if end - t <= max_gap:
+            before, after = t - 1, end
+            for k in range(t, end):
+                if before >= 0 and after < n:
+                    a = (k - before) / (after - before)
+                    landmarks[k] = (1 - a) * landmarks[before] + a * landmarks[after]
+                elif before >= 0:
+                    landmarks[k] = landmarks[before]
+                elif after < n:
+                    landmarks[k] = landmarks[after]
+            valid[t:end] = before >= 0 or after < n
+        t = end
+    return valid, gaps
+
+
+def save_tracking(path: Path, fit, landmarks: np.ndarray, valid: np.ndarray, found: np.ndarray) -> None:
+    """Write ``tracking.npz``: the clip fit plus the landmarks it was fitted to.
+
+    Arrays: ``shape`` [478, 3], ``focal`` (pixels), ``image_size`` (h, w), ``rotation`` [T, 3] and
+    ``translation`` [T, 3] (camera convention of :mod:`motion.clip_fit`), ``expression`` [T, E] with
+    ``names``, ``blink`` [T, 2], ``residual`` [T] pixels, ``weight`` [T], ``valid`` [T] (face tracked or
+    interpolated), ``found`` [T] (tracked), ``landmarks`` [T, 478, 3] pixels.
+    """
+    save_npz(
+        path,
+        schema_version=np.int32(SCHEMA_VERSION),
+        shape=fit.shape,
+        focal=np.float64(fit.focal),
+        image_size=np.array(fit.image_size, np.int32),
+        rotation=fit.rotation,
+        translation=fit.translation,
+        expression=fit.expression,
+        names=np.array(fit.names),
+        blink=fit.blink,
+        residual=fit.residual,
+        weight=fit.weight,
+        valid=valid,
+        found=found,
+        landmarks=landmarks.astype(np.float32),
+    )
+
+
+def write_wav(path: Path, audio: Audio) -> None:
+    """16-bit PCM mono WAV, atomically."""
+    pcm = (np.clip(audio.samples, -1, 1) * 32767).astype("<i2")
+    with atomic_path(path) as tmp, wave.open(str(tmp), "wb") as f:
+        f.setnchannels(1)
+        f.setsampwidth(2)
+        f.setframerate(audio.rate)
+        f.writeframes(pcm.tobytes())
+
+
+def prepare(
+    video: str | os.PathLike,
+    identity: str,
+    workspace: str | os.PathLike | None = None,
+    config: PrepareConfig | None = None,
+    audio: str | os.PathLike | None = None,
+    force: bool = False,
+    progress: bool = False,
+    on_chunk: Callable[[int], None] | None = None,
+) -> Workspace:
+    """Prepare (or resume preparing) the workspace of ``identity`` from ``video``.
+
+    Args:
+        video: footage of one person talking (any container/codec ffmpeg reads).
+        identity: the workspace folder's name.
+        workspace: root folder holding one folder per identity (default ``outputs/identities``).
+        audio: speech to use instead of the video's own track (needed when the video has none).
+        force: discard an existing workspace of this identity and start over.
+        on_chunk: called with the number of chunks written after each one (progress, tests).
+    Returns:
+        The prepared :class:`Workspace`.
+    """
+    config = config or PrepareConfig()
+    video = Path(video)
+    if not 0 <= config.holdout <= 0.5:
+        raise InputError(f"--holdout {config.holdout} is out of range", "use a share between 0 and 0.5")
+    if config.size < 64 or config.size > 2048 or config.size % 2:
+        raise InputError(f"--size {config.size} is not usable", "use an even size between 64 and 2048")
+    if not 1 <= config.fps <= 120:
+        raise InputError(f"--fps {config.fps} is out of range", "use a frame rate between 1 and 120")
+    audio_path = Path(audio) if audio is not None else None
+    if audio_path is not None and not audio_path.is_file():
+        raise InputError(f"audio file not found: {audio_path}", "check the --audio path")
+    folder = identity_dir(identity, workspace)
+    info = probe_video(video)
+    _check_video(info, video, config)
+    source = {
+        "path": str(video.resolve()),
+        "fingerprint": _fingerprint(video),
+        "video": info.__dict__,
+    }
+    settings = {k: getattr(config, k) for k in _SETTINGS_THAT_MATTER}
+
+    if force and folder.exists():
+        shutil.rmtree(folder)
+    if (folder / "identity.json").is_file():
+        ws = Workspace.open(folder)
+        if ws.info.get("source", {}).get("fingerprint") != source["fingerprint"]:
+            raise InputError(
+                f"identity {identity!r} in {folder.parent} was prepared from another video "
+                f"({ws.info.get('source', {}).get('path')})",
+                "use another --identity, or --force to replace it",
+            )
+        old = {k: ws.info.get("settings", {}).get(k) for k in _SETTINGS_THAT_MATTER}
+        if old != settings:
+            changed = ", ".join(f"{k} {old[k]} -> {settings[k]}" for k in settings if old[k] != settings[k])
+            raise InputError(
+                f"identity {identity!r} was prepared with other settings ({changed})",
+                "use --force to prepare it again with the new ones, or another --identity",
+            )
+        if ws.info.get("settings", {}).get("holdout") != config.holdout:
+            ws.info.setdefault("steps", {}).pop("split", None)
+            ws.info["steps"].pop("report", None)
+    else:
+        folder.mkdir(parents=True, exist_ok=True)
+        ws = Workspace(folder)
+        ws.info = {"identity": identity, "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "source": source}
+    if audio_path is not None and ws.info.get("audio_override") != str(audio_path.resolve()):
+        ws.info.setdefault("steps", {}).pop("audio", None)
+        ws.info["audio_override"] = str(audio_path.resolve())
+    ws.info["settings"] = {**settings, "holdout": config.holdout}
+    ws.info["size"] = config.size
+    ws.info["fps"] = config.fps
+    ws.info["chunk_size"] = config.chunk_size
+    ws.info["config"] = to_dict(config)
+    for stale in folder.rglob(".*.tmp*"):  # leftovers of a killed run: never trusted
+        stale.unlink()
+    ws.save_info()
+    return Preparer(video, ws, config, audio_path, progress, on_chunk).run()

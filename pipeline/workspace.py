@@ -1,0 +1,284 @@
+"""Identity workspaces: everything prepared from one person's footage, in one folder, read by streaming.
+
+Layout of ``<root>/<identity>/``::
+
+    identity.json          schema version, source, settings, crop, frame count, split, finished steps
+    chunks/00000.npz ...   frames (JPEG) + masks + raw landmarks, ``chunk_size`` frames each
+    tracking.npz           the clip fit: identity shape, focal, per-frame pose, expression, blinks
+    background.png         the clean background plate (+ background_coverage.png)
+    audio.wav              the speech track, 16 kHz mono PCM
+    audio_features.npz     per-frame log-mel windows and phoneme posteriors
+    report/                contact sheet, pose and expression plots, summary.json
+
+Every file is written atomically; ``identity.json`` records a step as finished only after its files are
+in place, so a run killed at any moment resumes from the last finished chunk or step.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from pipeline.errors import InputError
+from pipeline.files import save_npz, write_json
+
+SCHEMA_VERSION = 1
+IDENTITY_FILE = "identity.json"
+DEFAULT_ROOT = Path(__file__).resolve().parent.parent / "outputs" / "identities"
+
+
+def identity_dir(identity: str, root: str | os.PathLike | None = None) -> Path:
+    """The folder of ``identity`` under the workspace root (default ``outputs/identities``)."""
+    if not identity or any(c in identity for c in '/\\:*?"<>|') or identity.startswith("."):
+        raise InputError(
+            f"identity name {identity!r} is not usable as a folder name",
+            "use letters, digits, '-' and '_' (for example --identity andrew)",
+        )
+    return Path(root if root is not None else DEFAULT_ROOT) / identity
+
+
+@dataclass
+class Chunk:
+    """One chunk of a workspace's frames, decoded on demand.
+
+    Attributes:
+        start: index of the chunk's first frame.
+        landmarks: float32 [n, 478, 3] raw tracked landmarks (pixels; rows of frames without a face are 0).
+        found: bool [n] whether the tracker found the face.
+        faces: int [n] how many faces the tracker saw.
+    """
+
+    start: int
+    landmarks: np.ndarray
+    found: np.ndarray
+    faces: np.ndarray
+    _jpeg: np.ndarray
+    _jpeg_offsets: np.ndarray
+    _masks: np.ndarray
+    _mask_offsets: np.ndarray
+
+    def __len__(self) -> int:
+        return len(self.found)
+
+    def frame(self, k: int) -> np.ndarray:
+        """The chunk's ``k``-th frame: uint8 [S, S, 3] RGB."""
+        data = self._jpeg[self._jpeg_offsets[k] : self._jpeg_offsets[k + 1]]
+        return cv2.cvtColor(cv2.imdecode(data, cv2.IMREAD_COLOR), cv2.COLOR_BGR2RGB)
+
+    def masks(self, k: int):
+        """The chunk's ``k``-th frame's :class:`pipeline.masks.FrameMasks`."""
+        from pipeline.masks import decode_masks
+
+        return decode_masks(self._masks[self._mask_offsets[k] : self._mask_offsets[k + 1]].tobytes())
+
+
+def encode_frame(rgb: np.ndarray, quality: int = 95) -> bytes:
+    """JPEG bytes of an RGB frame (about 50 KB at 512 x 512: a five-minute clip stays a few hundred MB)."""
+    ok, buf = cv2.imencode(".jpg", cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise RuntimeError("JPEG encoding failed")
+    return buf.tobytes()
+
+
+def write_chunk(
+    path: Path,
+    start: int,
+    jpegs: Sequence[bytes],
+    masks: Sequence[bytes],
+    landmarks: np.ndarray,
+    found: np.ndarray,
+    faces: np.ndarray,
+) -> None:
+    """Write one chunk file atomically."""
+
+    def pack(items: Sequence[bytes]) -> tuple[np.ndarray, np.ndarray]:
+        offsets = np.zeros(len(items) + 1, np.int64)
+        offsets[1:] = np.cumsum([len(b) for b in items])
+        return np.frombuffer(b"".join(items), np.uint8), offsets
+
+    jpeg, jpeg_offsets = pack(jpegs)
+    mask, mask_offsets = pack(masks)
+    save_npz(
+        path,
+        schema_version=np.int32(SCHEMA_VERSION),
+        start=np.int64(start),
+        jpeg=jpeg,
+        jpeg_offsets=jpeg_offsets,
+        masks=mask,
+        mask_offsets=mask_offsets,
+        landmarks=np.asarray(landmarks, np.float32),
+        found=np.asarray(found, bool),
+        faces=np.asarray(faces, np.int16),
+    )
+
+
+def read_chunk(path: Path) -> Chunk:
+    """Load a chunk file; raises :class:`InputError` when it is unreadable."""
+    try:
+        with np.load(path, allow_pickle=False) as d:
+            return Chunk(
+                start=int(d["start"]),
+                landmarks=d["landmarks"],
+                found=d["found"],
+                faces=d["faces"],
+                _jpeg=d["jpeg"],
+                _jpeg_offsets=d["jpeg_offsets"],
+                _masks=d["masks"],
+                _mask_offsets=d["mask_offsets"],
+            )
+    except (OSError, ValueError, KeyError) as err:
+        raise InputError(
+            f"workspace chunk {path} is unreadable ({err})",
+            "run prepare again on this identity: it rebuilds what is missing",
+        ) from err
+
+
+class Workspace:
+    """An identity's prepared data. Open an existing one with :meth:`open`.
+
+    Frames and masks are read chunk by chunk (one decoded chunk cached), so training can stream a
+    ten-minute clip without holding it in memory.
+    """
+
+    def __init__(self, path: str | os.PathLike) -> None:
+        self.path = Path(path)
+        self.info: dict[str, Any] = {}
+        self._chunk_cache: Chunk | None = None
+
+    # ---- files -------------------------------------------------------------------------------------
+    @property
+    def chunk_dir(self) -> Path:
+        return self.path / "chunks"
+
+    def chunk_path(self, index: int) -> Path:
+        return self.chunk_dir / f"{index:05d}.npz"
+
+    @property
+    def report_dir(self) -> Path:
+        return self.path / "report"
+
+    def file(self, name: str) -> Path:
+        return self.path / name
+
+    # ---- identity.json -----------------------------------------------------------------------------
+    @classmethod
+    def open(cls, path: str | os.PathLike) -> Workspace:
+        """Open a prepared (or partly prepared) workspace, checking its schema version."""
+        ws = cls(path)
+        info_path = ws.path / IDENTITY_FILE
+        if not info_path.is_file():
+            raise InputError(
+                f"{ws.path} is not an identity workspace (no {IDENTITY_FILE})",
+                "run `talking-portrait prepare VIDEO --identity NAME` first, or check the path",
+            )
+        try:
+            ws.info = json.loads(info_path.read_text())
+        except (OSError, ValueError) as err:
+            raise InputError(
+                f"{info_path} is unreadable ({err})", "prepare the identity again with --force"
+            ) from err
+        version = ws.info.get("schema_version")
+        if version != SCHEMA_VERSION:
+            raise InputError(
+                f"workspace {ws.path} has schema version {version}; this version of talking-portrait reads "
+                f"version {SCHEMA_VERSION}",
+                "prepare the identity again with --force (or use the talking-portrait version that made it)",
+            )
+        return ws
+
+    def save_info(self) -> None:
+        """Write ``identity.json`` atomically."""
+        self.info["schema_version"] = SCHEMA_VERSION
+        write_json(self.path / IDENTITY_FILE, self.info)
+
+    def step_done(self, step: str) -> bool:
+        return bool(self.info.get("steps", {}).get(step))
+
+    def mark_done(self, step: str, **details: Any) -> None:
+        self.info.setdefault("steps", {})[step] = {"done": True, **details}
+        self.save_info()
+
+    def require(self, step: str) -> None:
+        """Raise a clear error when ``step`` of preparation has not finished."""
+        if not self.step_done(step):
+            raise InputError(
+                f"identity workspace {self.path} is not fully prepared (step {step!r} has not run)",
+                "run `talking-portrait prepare` on it again: it resumes where it stopped",
+            )
+
+    # ---- frames ------------------------------------------------------------------------------------
+    @property
+    def num_frames(self) -> int:
+        return int(self.info["num_frames"])
+
+    @property
+    def fps(self) -> float:
+        return float(self.info["fps"])
+
+    @property
+    def size(self) -> int:
+        return int(self.info["size"])
+
+    @property
+    def chunk_size(self) -> int:
+        return int(self.info["chunk_size"])
+
+    def split(self, name: str) -> range:
+        """Frame indices of the ``train`` or ``holdout`` part."""
+        lo, hi = self.info["split"][name]
+        return range(int(lo), int(hi))
+
+    def chunk(self, index: int) -> Chunk:
+        if self._chunk_cache is None or self._chunk_cache.start != index * self.chunk_size:
+            self._chunk_cache = read_chunk(self.chunk_path(index))
+        return self._chunk_cache
+
+    def frame(self, i: int) -> np.ndarray:
+        """Frame ``i``: uint8 [S, S, 3] RGB."""
+        return self.chunk(i // self.chunk_size).frame(i % self.chunk_size)
+
+    def masks(self, i: int):
+        """Masks of frame ``i`` (:class:`pipeline.masks.FrameMasks`)."""
+        return self.chunk(i // self.chunk_size).masks(i % self.chunk_size)
+
+    def iter_frames(self, indices: Sequence[int] | None = None) -> Iterator[tuple[int, np.ndarray, Any]]:
+        """Yield ``(index, rgb, masks)`` for ``indices`` (default all), one chunk in memory at a time.
+
+        Indices are visited in the given order; sort them (or shuffle within chunks) for best speed.
+        """
+        for i in range(self.num_frames) if indices is None else indices:
+            c = self.chunk(i // self.chunk_size)
+            yield i, c.frame(i % self.chunk_size), c.masks(i % self.chunk_size)
+
+    # ---- derived data ------------------------------------------------------------------------------
+    def tracking(self) -> dict[str, np.ndarray]:
+        """The arrays of ``tracking.npz`` (see :func:`pipeline.prepare.save_tracking`)."""
+        self.require("tracking")
+        with np.load(self.file("tracking.npz"), allow_pickle=False) as d:
+            return {k: d[k] for k in d.files}
+
+    def background(self) -> np.ndarray:
+        """The background plate, uint8 [S, S, 3] RGB."""
+        self.require("background")
+        return cv2.cvtColor(cv2.imread(str(self.file("background.png"))), cv2.COLOR_BGR2RGB)
+
+    def motion(self):
+        """The tracked motion of the whole clip as a :class:`motion.sequence.MotionSequence`."""
+        from motion.sequence import MotionSequence
+
+        t = self.tracking()
+        return MotionSequence(self.fps, t["expression"], np.concatenate([t["rotation"], t["translation"]], 1))
+
+    def summary(self) -> dict[str, Any]:
+        """The numbers of ``report/summary.json`` (or what is known so far)."""
+        path = self.report_dir / "summary.json"
+        if path.is_file():
+            return json.loads(path.read_text())
+        return {"identity": self.info.get("identity"), "steps": sorted(self.info.get("steps", {}))}
