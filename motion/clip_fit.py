@@ -41,8 +41,11 @@ class ClipFitConfig:
     """Weight of the second-difference penalty on rigid anchor motion (pixels per frame squared)."""
     expression_smoothness: float = 0.05
     """Weight of the second-difference penalty on expression coefficients."""
-    expression_prior: float = 0.002
-    """L2 pull of expression coefficients toward 0."""
+    expression_prior: float = 0.05
+    """L2 pull of expression coefficients toward 0 (times each coefficient's ``prior_scale``)."""
+    secondary_prior_scale: float = 6.0
+    """Extra pull on the lip shapes that can mimic the jaw (lips_together, funnel, upper_lip_up,
+    lower_lip_down, lower_lip_in), so that mouth opening is explained by jaw_open first."""
     shape_prior: float = 20.0
     """Pull of the identity shape toward the clip's median neutral face (per model unit squared)."""
     focal_prior: float = 0.5
@@ -246,6 +249,11 @@ def fit_clip(
     lower = torch.tensor([-1.0 if n.startswith("brow") else 0.0 for n in names], dtype=dt)
     upper = torch.full((len(names),), 1.5, dtype=dt)
 
+    secondary = ("lips_together", "funnel", "upper_lip_up", "lower_lip_down", "lower_lip_in")
+    prior_scale = torch.tensor(
+        [cfg.secondary_prior_scale if n in secondary else 1.0 for n in names], dtype=dt
+    )
+    prior_scale[EXPRESSION_INDEX["jaw_open"]] = 0.2
     rotvec = torch.tensor(r0, dtype=dt, requires_grad=True)
     depth_unit = float(np.median(depth))
     trans_n = torch.tensor(t0 / depth_unit, dtype=dt, requires_grad=True)  # translation in depth units
@@ -276,7 +284,7 @@ def fit_clip(
         )
         smooth = (_second_difference(rigid, valid_t) ** 2).sum(-1).mean(-1).sum() / n_valid
         expr_smooth = (_second_difference(e, valid_t) ** 2).sum() / n_valid
-        prior = cfg.expression_prior * (e**2).sum() / n_valid
+        prior = cfg.expression_prior * ((e**2) * prior_scale).sum() / n_valid
         shape_pen = cfg.shape_prior * (shape_delta**2).sum(1).mean()
         focal_pen = cfg.focal_prior * (log_focal - np.log(focal0)) ** 2
         return (
@@ -288,21 +296,13 @@ def fit_clip(
             + focal_pen
         )
 
-    opt = torch.optim.Adam(
-        [
-            {"params": [rotvec], "lr": 0.004},
-            {"params": [trans_n], "lr": 0.0005},
-            {"params": [expr], "lr": 0.03},
-            {"params": [shape_delta], "lr": 0.002},
-            {"params": [log_focal], "lr": 0.02},
-        ]
-    )
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda i: 0.05 ** (i / max(cfg.iterations, 1)))
+    step_sizes = {rotvec: 0.004, trans_n: 0.0005, expr: 0.03, shape_delta: 0.002, log_focal: 0.02}
+    moments = {p: (torch.zeros_like(p), torch.zeros_like(p)) for p in step_sizes}
     for i in range(cfg.iterations):
-        opt.zero_grad()
+        for p in step_sizes:
+            p.grad = None
         loss_fn().backward()
-        opt.step()
-        sched.step()
+        _adam_step(moments, step_sizes, i, decay=0.05 ** (i / max(cfg.iterations, 1)))
         with torch.no_grad():
             expr.copy_(torch.maximum(torch.minimum(expr, upper), lower))
         if i == cfg.iterations // 2:
@@ -341,6 +341,19 @@ def fit_clip(
         **pose_jitter(fit, pts, valid),
     }
     return fit
+
+
+def _adam_step(moments, step_sizes, i: int, decay: float, betas=(0.9, 0.999), eps: float = 1e-8) -> None:
+    """One Adam update of each parameter with its own step size times ``decay`` (kept here rather than
+    ``torch.optim.Adam`` because that one imports the compiler stack, a second and a half per process)."""
+    with torch.no_grad():
+        for p, lr in step_sizes.items():
+            m, v = moments[p]
+            m.mul_(betas[0]).add_(p.grad, alpha=1 - betas[0])
+            v.mul_(betas[1]).addcmul_(p.grad, p.grad, value=1 - betas[1])
+            m_hat = m / (1 - betas[0] ** (i + 1))
+            v_hat = v / (1 - betas[1] ** (i + 1))
+            p.sub_(lr * decay * m_hat / (v_hat.sqrt() + eps))
 
 
 def _frame_rms(rotvec, translation, expr, neutral, basis, log_focal, target, image_size) -> torch.Tensor:

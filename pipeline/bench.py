@@ -115,7 +115,7 @@ def _run_measured(cmd: list[str]) -> tuple[float, float, int]:
     import subprocess
 
     start = time.perf_counter()
-    proc = subprocess.Popen(cmd)
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
     _, status, usage = os.wait4(proc.pid, 0)
     proc.returncode = os.waitstatus_to_exitcode(status)
     return time.perf_counter() - start, usage.ru_maxrss / 1024.0, proc.returncode

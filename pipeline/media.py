@@ -721,6 +721,8 @@ def read_video_frames(
     gen = imageio_ffmpeg.read_frames(str(path), pix_fmt="rgb24", output_params=output_params)
     try:
         try:
+            # it warns (through logging) when filters change the frame size, which is the point here
+            logging.getLogger("imageio_ffmpeg").setLevel(logging.ERROR)
             meta = next(gen)
         except (OSError, RuntimeError, StopIteration) as err:
             raise InputError(f"cannot read video {path}", "give a video file ffmpeg can decode") from err

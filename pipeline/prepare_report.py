@@ -133,11 +133,14 @@ def write_report(ws: Workspace) -> dict[str, Any]:
                 ],
             )
         )
+    ok = valid & np.isfinite(fit.translation).all(1)
+    rel = fit.translation - np.median(fit.translation[ok], 0)  # motion about the clip's median position
+    rel_pnp = trans_pnp - np.median(fit.translation[ok], 0)
     pose_series.append(
         (
-            "translation",
-            [(f"{a} PnP", np.where(valid, trans_pnp[:, k], np.nan), grey) for k, a in enumerate("xyz")]
-            + [(a, np.where(valid, fit.translation[:, k], np.nan), {"lw": 1.2}) for k, a in enumerate("xyz")],
+            "translation\n(units from median)",
+            [(f"{a} PnP", np.where(valid, rel_pnp[:, k], np.nan), grey) for k, a in enumerate("xyz")]
+            + [(a, np.where(valid, rel[:, k], np.nan), {"lw": 1.2}) for k, a in enumerate("xyz")],
         )
     )
     _plot_curves(ws.report_dir / "pose.png", pose_series, ws.fps)
