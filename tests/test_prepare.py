@@ -260,3 +260,17 @@ def test_video_without_audio_warns_and_prepares(footage, tmp_path, caplog):
     assert "no audio track" in caplog.text
     assert ws.info["audio"] is None and not ws.file("audio_features.npz").exists()
     assert ws.step_done("report")
+
+
+def test_several_people_prepares_the_largest_most_central_with_a_warning(footage, tmp_path, caplog):
+    crowd = tmp_path / "two.mp4"
+    _ffmpeg(
+        "-i", str(footage.path), "-filter_complex",
+        "[0:v]split[a][b];[b]scale=128:128,pad=128:256:0:64[s];[a][s]hstack", "-an", str(crowd),
+    )  # fmt: skip
+    ws = prepare(crowd, "crowd", tmp_path, PrepareConfig(size=128, chunk_size=50, holdout=0))
+    assert "several faces" in caplog.text
+    crop = ws.info["crop"]
+    assert crop["x"] + crop["side"] / 2 < 200  # centred on the large face on the left, not the small one
+    assert ws.summary()["faceless_frames"] == 0
+    assert ws.info["split"]["holdout"] == [100, 100]
