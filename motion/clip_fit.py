@@ -43,7 +43,7 @@ class ClipFitConfig:
     """Weight of the second-difference penalty on expression coefficients."""
     expression_prior: float = 0.05
     """L2 pull of expression coefficients toward 0 (times each coefficient's ``prior_scale``)."""
-    secondary_prior_scale: float = 6.0
+    secondary_prior_scale: float = 20.0
     """Extra pull on the lip shapes that can mimic the jaw (lips_together, funnel, upper_lip_up,
     lower_lip_down, lower_lip_in), so that mouth opening is explained by jaw_open first."""
     shape_prior: float = 20.0

@@ -36,7 +36,7 @@ import numpy as np
 from motion.clip_fit import ClipFitConfig, fit_clip
 from motion.tracker import FaceLandmarks, MediapipeTracker
 from pipeline.audio import SAMPLE_RATE, Audio, load_audio
-from pipeline.config import to_dict
+from pipeline.config import save_config, to_dict
 from pipeline.errors import InputError, NoFaceError
 from pipeline.files import atomic_path, save_npz
 from pipeline.framing import square_around_face
@@ -595,6 +595,7 @@ def prepare(
     ws.info["fps"] = config.fps
     ws.info["chunk_size"] = config.chunk_size
     ws.info["config"] = to_dict(config)
+    save_config(config, folder / "prepare.config.yaml")
     for stale in folder.rglob(".*.tmp*"):  # leftovers of a killed run: never trusted
         stale.unlink()
     ws.save_info()

@@ -40,7 +40,7 @@ def test_workspace_layout(prepared, footage):
     assert ws.info["split"] == {"train": [0, 90], "holdout": [90, 100]}
     assert list(ws.split("holdout")) == list(range(90, 100))
     assert ws.frame(57).shape == (SIZE, SIZE, 3)
-    for name in ("tracking.npz", "background.png", "audio.wav", "audio_features.npz"):
+    for name in ("tracking.npz", "background.png", "audio.wav", "audio_features.npz", "prepare.config.yaml"):
         assert ws.file(name).is_file(), name
     for name in ("contact_sheet.png", "pose.png", "expression.png", "background.png", "summary.json"):
         assert (ws.report_dir / name).is_file(), name
