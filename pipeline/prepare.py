@@ -99,6 +99,11 @@ def _fingerprint(path: Path) -> str:
 
 
 def _check_video(info: VideoInfo, path: Path, config: PrepareConfig) -> None:
+    if info.num_frames <= 1:
+        raise InputError(
+            f"{path} holds a single image, not a video",
+            "give footage of the person talking; for one photo use `talking-portrait generate --image PHOTO`",
+        )
     if min(info.width, info.height) < MIN_SIDE or max(info.width, info.height) > MAX_SIDE:
         raise InputError(
             f"{path} is {info.width}x{info.height}; prepare takes frames between {MIN_SIDE} and {MAX_SIDE} "

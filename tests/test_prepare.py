@@ -213,6 +213,12 @@ def test_rejects_a_file_that_is_not_a_video(tmp_path, capsys):
     assert not (tmp_path / "ws" / "x" / "tracking.npz").exists()
 
 
+def test_rejects_a_still_image(tmp_path, portrait_path, capsys):
+    assert main(["prepare", str(portrait_path), "--identity", "x", "--workspace", str(tmp_path), "-q"]) == 2
+    assert "single image, not a video" in capsys.readouterr().err
+    assert not (tmp_path / "x").exists()
+
+
 def test_rejects_footage_without_a_face(tmp_path):
     import cv2
 
