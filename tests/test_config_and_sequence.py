@@ -23,10 +23,12 @@ def test_yaml_and_overrides(tmp_path):
 def test_shipped_configs_load():
     from pipeline.config import CONFIG_DIR
 
+    from pipeline.prepare import PrepareConfig
+
     files = sorted(CONFIG_DIR.glob("*.yaml"))
     assert files
-    for f in files:
-        load_config(GenerateConfig, f)
+    for f in files:  # presets of `prepare` are named prepare*.yaml, the rest are for `generate`
+        load_config(PrepareConfig if f.name.startswith("prepare") else GenerateConfig, f)
 
 
 @pytest.mark.parametrize(
