@@ -86,6 +86,22 @@ class ClipFit:
     names: tuple[str, ...] = EXPRESSION_NAMES
     stats: dict[str, float] = field(default_factory=dict)
 
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> ClipFit:
+        """Rebuild from the arrays of a workspace's ``tracking.npz``."""
+        return cls(
+            shape=arrays["shape"],
+            focal=float(arrays["focal"]),
+            image_size=tuple(int(v) for v in arrays["image_size"]),
+            rotation=arrays["rotation"],
+            translation=arrays["translation"],
+            expression=arrays["expression"],
+            blink=arrays["blink"],
+            residual=arrays["residual"],
+            weight=arrays["weight"],
+            names=tuple(str(n) for n in arrays["names"]),
+        )
+
     @property
     def pose(self) -> np.ndarray:
         """float32 [T, 6]: rotation then translation, the :class:`MotionSequence` pose layout."""

@@ -20,16 +20,22 @@ def _add_config_args(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
 
 
-def _generate_config(args: argparse.Namespace):
+def _config_from_args(cls: type, args: argparse.Namespace, flags: tuple[str, ...]):
+    """``cls`` from defaults, ``--config``, ``--set`` and then the command's own flags (``flags``)."""
     from pipeline.config import load_config
-    from pipeline.oneshot import GenerateConfig
 
     overrides = list(args.set)
-    for key in ("size", "fps", "tracker"):
+    for key in flags:
         value = getattr(args, key, None)
         if value is not None:
             overrides.append(f"{key}={value}")
-    return load_config(GenerateConfig, args.config, overrides)
+    return load_config(cls, args.config, overrides)
+
+
+def _generate_config(args: argparse.Namespace):
+    from pipeline.oneshot import GenerateConfig
+
+    return _config_from_args(GenerateConfig, args, ("size", "fps", "tracker"))
 
 
 def _run_generate(args: argparse.Namespace) -> int:
@@ -70,15 +76,9 @@ def _run_bench(args: argparse.Namespace) -> int:
 
 
 def _prepare_config(args: argparse.Namespace):
-    from pipeline.config import load_config
     from pipeline.prepare import PrepareConfig
 
-    overrides = list(args.set)
-    for key in ("size", "fps", "holdout"):
-        value = getattr(args, key, None)
-        if value is not None:
-            overrides.append(f"{key}={value}")
-    return load_config(PrepareConfig, args.config, overrides)
+    return _config_from_args(PrepareConfig, args, ("size", "fps", "holdout"))
 
 
 def _run_prepare(args: argparse.Namespace) -> int:

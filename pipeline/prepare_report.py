@@ -37,21 +37,6 @@ CONTOURS = (
 )
 
 
-def _fit_from(tracking: dict[str, np.ndarray]) -> ClipFit:
-    return ClipFit(
-        shape=tracking["shape"],
-        focal=float(tracking["focal"]),
-        image_size=tuple(int(v) for v in tracking["image_size"]),
-        rotation=tracking["rotation"],
-        translation=tracking["translation"],
-        expression=tracking["expression"],
-        blink=tracking["blink"],
-        residual=tracking["residual"],
-        weight=tracking["weight"],
-        names=tuple(str(n) for n in tracking["names"]),
-    )
-
-
 def _write_png(path, rgb: np.ndarray) -> None:
     with atomic_path(path) as tmp:
         cv2.imwrite(str(tmp), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
@@ -114,7 +99,7 @@ def _plot_curves(
 def write_report(ws: Workspace) -> dict[str, Any]:
     """Write the report files of a prepared workspace and return the summary."""
     tracking = ws.tracking()
-    fit = _fit_from(tracking)
+    fit = ClipFit.from_arrays(tracking)
     landmarks = tracking["landmarks"]
     valid = tracking["valid"]
     ws.report_dir.mkdir(parents=True, exist_ok=True)

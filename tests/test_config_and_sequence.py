@@ -22,7 +22,6 @@ def test_yaml_and_overrides(tmp_path):
 
 def test_shipped_configs_load():
     from pipeline.config import CONFIG_DIR
-
     from pipeline.prepare import PrepareConfig
 
     files = sorted(CONFIG_DIR.glob("*.yaml"))

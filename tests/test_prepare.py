@@ -10,6 +10,7 @@ import pytest
 
 from motion import topology as tp
 from motion.blendshapes import EXPRESSION_INDEX
+from motion.clip_fit import ClipFit
 from motion.geometry import axis_angle_to_matrix, matrix_to_axis_angle
 from pipeline.audio import Audio, ffmpeg_exe, load_audio
 from pipeline.cli import main
@@ -62,8 +63,6 @@ def test_recovers_pose(prepared, footage):
     turns as about 25% smaller than the 3D model that drove the warp. Nods and tilts come back within a
     degree; turns are checked for shape (correlation) and a gain within that known range.
     """
-    from pipeline.prepare_report import _fit_from
-
     t = prepared.tracking()
     rot = axis_angle_to_matrix(t["rotation"].astype(np.float64))
     relative = np.einsum("ji,tjk->tik", rot[0], rot)  # R_0^T R_t
@@ -80,7 +79,7 @@ def test_recovers_pose(prepared, footage):
     # the fitted, posed, expressed model lands where the renderer put the face, in workspace pixels
     crop = prepared.info["crop"]
     truth_px = (footage.points - np.array([crop["x"], crop["y"]])) * SIZE / crop["side"]
-    fitted_px = _fit_from(t).project()
+    fitted_px = ClipFit.from_arrays(t).project()
     error = np.linalg.norm(fitted_px[:, :468] - truth_px[:, :468], axis=-1)
     assert np.median(error) < 2.5, np.median(error)
     assert np.percentile(error.mean(1), 95) < 4.0
@@ -108,9 +107,7 @@ def test_masks_cover_the_face(prepared):
     import cv2
 
     t = prepared.tracking()
-    from pipeline.prepare_report import _fit_from
-
-    fit = _fit_from(t)
+    fit = ClipFit.from_arrays(t)
     for i in (0, 33, 66, 99):
         _, _, masks = next(prepared.iter_frames([i]))
         oval = fit.project(np.array([i]))[0, list(tp.FACE_OVAL)]
