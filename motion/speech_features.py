@@ -273,24 +273,8 @@ def _lattice_posteriors(decoder, num_bins: int) -> np.ndarray | None:
     return rows
 
 
-def _dithered_pcm16(audio: Audio) -> bytes:
-    """16 kHz 16-bit PCM of ``audio`` plus a fixed pseudo-random dither of -1, 0 or +1 LSB per sample.
-
-    Stretches of digital silence (exact zeros, common in synthetic and edited speech) give the decoder's
-    log-spectra minus infinity, and batch cepstral normalisation then reads phones into them (a
-    zero-filled second before quiet noise decodes as ``ZH``). One LSB of noise is inaudible and removes
-    this; the fixed seed keeps every call's result the same.
-    """
-    pcm = np.frombuffer(_pcm16(audio), dtype="<i2").astype(np.int32)
-    pcm += np.random.default_rng(0).integers(-1, 2, size=len(pcm), dtype=np.int32)
-    return np.clip(pcm, -32768, 32767).astype("<i2").tobytes()
-
-
 def _decode_posteriors(decoder, pcm: bytes, num_bins: int) -> np.ndarray | None:
     """Decode ``pcm`` as one utterance -> :func:`_lattice_posteriors`, or None when decoding fails."""
-    # The bundled model's front end subtracts a noise estimate that it carries from one utterance to the
-    # next: without a fresh front end the same audio would decode differently after other audio.
-    decoder.reinit_feat()
     try:
         _decode(decoder, pcm)
     except RuntimeError:
@@ -301,7 +285,7 @@ def _decode_posteriors(decoder, pcm: bytes, num_bins: int) -> np.ndarray | None:
 def _analysis_posteriors(audio: Audio, transcript: str | None) -> np.ndarray:
     """float64 [K, P] phone posteriors on 10 ms bins ``[k / 100, (k + 1) / 100)``, K = ceil(100 * seconds)."""
     num_bins = max(1, math.ceil(audio.duration * _FRAME_RATE - 1e-9))
-    pcm = _dithered_pcm16(audio)
+    pcm = _pcm16(audio)
     words = transcript_words(transcript) if transcript else []
     if words:
         unknown = missing_words(words)
