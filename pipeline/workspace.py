@@ -257,6 +257,17 @@ class Workspace:
             c = self.chunk(i // self.chunk_size)
             yield i, c.frame(i % self.chunk_size), c.masks(i % self.chunk_size)
 
+    def iter_shuffled(self, indices: Sequence[int], seed: int = 0) -> Iterator[tuple[int, np.ndarray, Any]]:
+        """Yield ``(index, rgb, masks)`` for ``indices`` in a random order that still reads each chunk once:
+        chunks in random order, frames shuffled within each (a training epoch that streams)."""
+        rng = np.random.default_rng(seed)
+        by_chunk: dict[int, list[int]] = {}
+        for i in indices:
+            by_chunk.setdefault(int(i) // self.chunk_size, []).append(int(i))
+        for c in rng.permutation(sorted(by_chunk)):
+            frames = by_chunk[int(c)]
+            yield from self.iter_frames([frames[k] for k in rng.permutation(len(frames))])
+
     # ---- derived data ------------------------------------------------------------------------------
     def tracking(self) -> dict[str, np.ndarray]:
         """The arrays of ``tracking.npz`` (see :func:`pipeline.prepare.save_tracking`)."""

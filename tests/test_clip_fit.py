@@ -23,7 +23,8 @@ def clip():
     t = np.arange(num_frames) / 25
     shape = FaceModel().mean * np.array([1.04, 0.97, 1.0], np.float32)
     rot = np.stack(
-        [0.10 * np.sin(2 * np.pi * 0.3 * t), 0.20 * np.sin(2 * np.pi * 0.17 * t + 1), 0.05 * np.sin(2.5 * t)], 1
+        [0.10 * np.sin(2 * np.pi * 0.3 * t), 0.20 * np.sin(2 * np.pi * 0.17 * t + 1), 0.05 * np.sin(2.5 * t)],
+        1,
     )
     focal, depth = 2.0 * SIZE, 60.0
     trans = np.stack([1.0 * np.sin(t), 0.5 * np.cos(0.7 * t), -depth + 2 * np.sin(0.5 * t)], 1)

@@ -56,6 +56,21 @@ def test_workspace_layout(prepared, footage):
     assert summary["rotation_jitter_deg"] < summary["rotation_jitter_pnp_deg"]
 
 
+def test_training_epochs_stream_chunk_by_chunk(prepared, monkeypatch):
+    import pipeline.workspace as workspace
+
+    reads = []
+    real = workspace.read_chunk
+    monkeypatch.setattr(workspace, "read_chunk", lambda path: reads.append(path) or real(path))
+    ws = Workspace.open(prepared.path)
+    train = ws.split("train")
+    seen = [i for i, rgb, masks in ws.iter_shuffled(train, seed=1)]
+    assert sorted(seen) == list(train) and seen != list(train)
+    assert len(reads) == 3  # frames 0-89 live in chunks 0, 1, 2: each read once
+    again = [i for i, _, _ in ws.iter_shuffled(train, seed=1)]
+    assert again == seen
+
+
 def test_recovers_pose(prepared, footage):
     """Head rotation relative to the first frame, and where the fitted model lands in the image.
 
