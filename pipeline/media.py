@@ -603,9 +603,12 @@ def _split_top(s: str) -> list[str]:
     return parts
 
 
-def probe_video(path: str | os.PathLike) -> VideoInfo:
-    """Size, frame rate, exact frame count (by decoding), durations and codecs of a video file.
+def probe_video(path: str | os.PathLike, decode: bool = True) -> VideoInfo:
+    """Size, frame rate, frame count, durations and codecs of a video file.
 
+    Args:
+        decode: count frames by decoding them (exact, but a full decoding pass); False counts the
+            packets instead (as fast as reading the file; equal for every usual codec and container).
     Raises :class:`InputError` when the file is missing or holds no decodable video stream.
     """
     path = Path(path)
@@ -613,7 +616,7 @@ def probe_video(path: str | os.PathLike) -> VideoInfo:
         raise InputError(f"video file not found: {path}", "check the path")
     cmd = [
         ffmpeg_exe(), "-nostdin", "-hide_banner", "-i", str(path),
-        "-map", "0:v:0", "-map", "0:a:0?", "-f", "framecrc", "-",
+        "-map", "0:v:0", "-map", "0:a:0?", *([] if decode else ["-c", "copy"]), "-f", "framecrc", "-",
     ]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True)
     err = proc.stderr.decode(errors="replace")

@@ -559,7 +559,7 @@ def prepare(
     if audio_path is not None and not audio_path.is_file():
         raise InputError(f"audio file not found: {audio_path}", "check the --audio path")
     folder = identity_dir(identity, workspace)
-    info = probe_video(video)
+    info = probe_video(video, decode=False)  # the frames step decodes it anyway
     _check_video(info, video, config)
     source = {
         "path": str(video.resolve()),
