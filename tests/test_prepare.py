@@ -292,3 +292,22 @@ def test_several_people_prepares_the_largest_most_central_with_a_warning(footage
     assert crop["x"] + crop["side"] / 2 < 200  # centred on the large face on the left, not the small one
     assert ws.summary()["faceless_frames"] == 0
     assert ws.info["split"]["holdout"] == [100, 100]
+
+
+def test_face_losses_short_ones_bridged_long_ones_left_out(footage, tmp_path):
+    hidden = tmp_path / "hidden.mp4"
+    _ffmpeg(
+        "-i", str(footage.path), "-vf",
+        "drawbox=x=0:y=0:w=iw:h=ih:color=black:t=fill:enable='between(t,1.0,1.28)+between(t,2.4,3.4)'",
+        "-c:a", "copy", str(hidden),
+    )  # fmt: skip
+    ws = prepare(hidden, "hidden", tmp_path, CONFIG)
+    t = ws.tracking()
+    summary = ws.summary()
+    gaps = dict((start, length) for start, length in summary["face_gaps"])
+    assert gaps.get(25) == 8 and gaps.get(60) == 26, gaps
+    assert summary["interpolated_frames"] == 8 and summary["invalid_frames"] == 26
+    assert t["valid"][25:33].all() and not t["valid"][60:86].any()
+    # the bridged frames get poses between their neighbours, close to the truth
+    rot = t["rotation"]
+    assert np.degrees(np.abs(rot[25:33] - (rot[24] + rot[33]) / 2)).max() < 2.0
