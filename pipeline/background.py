@@ -94,6 +94,9 @@ class BackgroundPlate:
         margin: pixels by which the person matte is grown before a pixel counts as clean background
             (halos, motion blur, matte error); default 2% of the frame's larger side, at least 2.
         threshold: person_alpha above which (as a fraction of full) a pixel is person.
+        min_count: clean samples a pixel needs before its own median is trusted; pixels seen fewer times
+            are usually segmentation misses (a hat or hair strand the matte left out) and are filled from
+            their surroundings instead. Default: 3, or fewer when fewer than 30 frames are kept.
     """
 
     def __init__(
@@ -102,6 +105,7 @@ class BackgroundPlate:
         max_samples: int = 48,
         margin: int | None = None,
         threshold: float = 0.1,
+        min_count: int | None = None,
     ) -> None:
         self.shape = (size, size) if isinstance(size, int) else (int(size[0]), int(size[1]))
         if max_samples < 1:
@@ -109,6 +113,7 @@ class BackgroundPlate:
         self.max_samples = max_samples
         self.margin = max(2, round(0.02 * max(self.shape))) if margin is None else int(margin)
         self.threshold = threshold
+        self.min_count = min_count
         self._kernel = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (2 * self.margin + 1,) * 2)
         # uint8 [max_samples, H, W, 3], allocated on the first add: the frames with 255 wherever they are
         # not clean background, the largest value, which sorts after every clean sample
@@ -156,18 +161,27 @@ class BackgroundPlate:
         self._count += 1
 
     @property
+    def trusted_count(self) -> int:
+        """Clean samples a pixel needs for its own colour to be used."""
+        if self.min_count is not None:
+            return max(1, self.min_count)
+        return int(np.clip(self._count // 10, 1, 3))
+
+    @property
     def coverage_fraction(self) -> float:
-        """Share of the pixels seen as clean background in at least one kept frame."""
+        """Share of the pixels seen as clean background often enough to be trusted."""
         if self._count == 0:
             return 0.0
-        return float(np.mean(self._clean[: self._count].any(axis=0)))
+        counts = self._clean[: self._count].sum(axis=0, dtype=np.int32)
+        return float(np.mean(counts >= self.trusted_count))
 
     def result(self) -> tuple[np.ndarray, np.ndarray]:
         """The plate and its coverage.
 
         Returns:
             plate: uint8 [H, W, 3] RGB, the median of each pixel's clean samples (the mean of the two middle
-                ones for an even count), pixels never seen filled from the seen ones (mid-grey if none is).
+                ones for an even count) where it has at least :attr:`trusted_count` of them; the other
+                pixels filled from those (mid-grey if there are none).
             coverage: float32 [H, W] in [0, 1], the fraction of the kept frames in which the pixel was clean.
         Raises ValueError when no frame was added.
         """
@@ -183,7 +197,7 @@ class BackgroundPlate:
         high = np.take_along_axis(ranked, np.minimum(c // 2, n - 1)[None], axis=0)[0]
         median = ((low.astype(np.uint16) + high + 1) // 2).astype(np.uint8).reshape(*self.shape, 3)
 
-        seen = counts > 0
+        seen = counts >= self.trusted_count
         if seen.all():
             plate = median
         elif not seen.any():

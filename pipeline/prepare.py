@@ -364,12 +364,12 @@ class Preparer:
             plate.add(rgb, m.person_alpha)
         image, coverage = plate.result()
         with atomic_path(self.ws.file("background_coverage.png")) as tmp:
-            cv2.imwrite(str(tmp), (np.clip(coverage, 0, 1) * 255).astype(np.uint8))
+            cv2.imwrite(str(tmp), np.round(np.clip(coverage, 0, 1) * 255).astype(np.uint8))
         with atomic_path(self.ws.file("background.png")) as tmp:
             cv2.imwrite(str(tmp), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
         self.ws.info["summary"] = {
             **self.ws.info.get("summary", {}),
-            "background_coverage": round(float((coverage > 0).mean()), 4),
+            "background_coverage": round(plate.coverage_fraction, 4),
         }
 
     # ---- 5. audio ----------------------------------------------------------------------------------
