@@ -1,0 +1,1 @@
+"""GPU ops of the NeRF renderer with their pure-PyTorch references."""
