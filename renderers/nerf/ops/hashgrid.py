@@ -75,7 +75,7 @@ def level_resolutions(levels: int, base: int, finest: int) -> list[int]:
     if levels == 1:
         return [base]
     growth = math.exp((math.log(finest) - math.log(base)) / (levels - 1))
-    return [int(math.floor(base * growth**level)) for level in range(levels)]
+    return [math.floor(base * growth**level + 1e-6) for level in range(levels)]
 
 
 class HashGrid2D(nn.Module):
