@@ -108,6 +108,20 @@ def _run_inspect(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_train(args: argparse.Namespace) -> int:
+    from pipeline.workspace import Workspace, identity_dir
+    from renderers.nerf.train import NerfTrainConfig, train
+
+    ws = Workspace.open(identity_dir(args.identity, args.workspace))
+    preset = args.config or f"nerf_{args.preset}.yaml"
+    config = _config_from_args(NerfTrainConfig, argparse.Namespace(config=preset, set=args.set), ())
+    out = ws.path / "renderers" / args.renderer
+    start = time.perf_counter()
+    train(ws, out, config, progress=not args.quiet)
+    print(f"trained {args.renderer} for {ws.path.name} in {time.perf_counter() - start:.1f} s -> {out}")
+    return 0
+
+
 def _run_bench_prepare(args: argparse.Namespace) -> int:
     from pipeline.bench import bench_prepare
 
@@ -179,6 +193,17 @@ def build_parser() -> argparse.ArgumentParser:
     prep.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     _add_config_args(prep)
     prep.set_defaults(func=_run_prepare)
+
+    tr = sub.add_parser("train", help="train a renderer on a prepared identity")
+    tr.add_argument("--identity", required=True, help="the prepared identity's name")
+    tr.add_argument("--workspace", help="root folder of the identities (default outputs/identities)")
+    tr.add_argument("--renderer", choices=["nerf"], default="nerf", help="renderer to train")
+    tr.add_argument(
+        "--preset", choices=["tiny", "preview", "full"], default="preview", help="size and length"
+    )
+    tr.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    _add_config_args(tr)
+    tr.set_defaults(func=_run_train)
 
     insp = sub.add_parser("inspect", help="print the summary of a prepared identity")
     insp.add_argument("workspace", help="an identity's folder (or the root, with --identity)")

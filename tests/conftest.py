@@ -57,3 +57,31 @@ def portrait_fit(portrait):
     from motion.tracker import track_portrait
 
     return FaceModel().fit(track_portrait(portrait))
+
+
+def _prepare_config():
+    from pipeline.prepare import PrepareConfig
+
+    return PrepareConfig(size=256, chunk_size=32)
+
+
+PREPARE_CONFIG = _prepare_config()
+
+
+@pytest.fixture(scope="session")
+def footage(tmp_path_factory, portrait, portrait_fit, demo_speech):
+    """4 s of synthetic talking-head footage with known motion and background (:mod:`tests.footage`)."""
+    from pipeline.audio import Audio, load_audio
+    from tests.footage import make_footage
+
+    speech = load_audio(demo_speech)
+    audio = Audio(speech.samples[: 4 * speech.rate], speech.rate)
+    return make_footage(portrait, portrait_fit, tmp_path_factory.mktemp("footage") / "clip.mp4", audio)
+
+
+@pytest.fixture(scope="session")
+def prepared(footage, tmp_path_factory):
+    """The synthetic footage prepared into an identity workspace (256 px, chunks of 32 frames)."""
+    from pipeline.prepare import prepare
+
+    return prepare(footage.path, "synthetic", tmp_path_factory.mktemp("ws"), PREPARE_CONFIG)

@@ -26,8 +26,11 @@ def test_shipped_configs_load():
 
     files = sorted(CONFIG_DIR.glob("*.yaml"))
     assert files
-    for f in files:  # presets of `prepare` are named prepare*.yaml, the rest are for `generate`
-        load_config(PrepareConfig if f.name.startswith("prepare") else GenerateConfig, f)
+    from renderers.nerf.train import NerfTrainConfig
+
+    kinds = {"prepare": PrepareConfig, "nerf": NerfTrainConfig}
+    for f in files:  # presets are named after their command (prepare*, nerf_*); the rest are for `generate`
+        load_config(next((c for k, c in kinds.items() if f.name.startswith(k)), GenerateConfig), f)
 
 
 @pytest.mark.parametrize(

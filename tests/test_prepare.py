@@ -12,27 +12,15 @@ from motion import topology as tp
 from motion.blendshapes import EXPRESSION_INDEX
 from motion.clip_fit import ClipFit
 from motion.geometry import axis_angle_to_matrix, matrix_to_axis_angle
-from pipeline.audio import Audio, ffmpeg_exe, load_audio
+from pipeline.audio import ffmpeg_exe
 from pipeline.cli import main
 from pipeline.errors import InputError, NoFaceError
 from pipeline.prepare import PrepareConfig, _main_faces, interpolate_gaps, prepare
 from pipeline.workspace import Workspace
-from tests.footage import make_footage, textured_background
+from tests.conftest import PREPARE_CONFIG as CONFIG
+from tests.footage import textured_background
 
 SIZE = 256
-CONFIG = PrepareConfig(size=SIZE, chunk_size=32)
-
-
-@pytest.fixture(scope="module")
-def footage(tmp_path_factory, portrait, portrait_fit, demo_speech):
-    speech = load_audio(demo_speech)
-    audio = Audio(speech.samples[: 4 * speech.rate], speech.rate)
-    return make_footage(portrait, portrait_fit, tmp_path_factory.mktemp("footage") / "clip.mp4", audio)
-
-
-@pytest.fixture(scope="module")
-def prepared(footage, tmp_path_factory) -> Workspace:
-    return prepare(footage.path, "synthetic", tmp_path_factory.mktemp("ws"), CONFIG)
 
 
 def test_workspace_layout(prepared, footage):

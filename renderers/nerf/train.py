@@ -1,0 +1,336 @@
+"""Training a NeRF renderer on an identity workspace, streamed chunk by chunk, resumable at any moment.
+
+Each step draws rays from a few frames of the chunk in hand: most inside the head matte (face and hair),
+the rest over the rest of the head box's projection (so empty space learns to be empty). The loss is the
+photometric error of the premultiplied colour against the frame times its head matte, the opacity against
+the matte, and extra weight on the mouth, where detail matters most. All randomness of a step derives from
+(seed, step), so a run resumed from a checkpoint draws exactly the batches the uninterrupted run would have.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from motion import topology as tp
+from motion.clip_fit import project_points
+from pipeline.config import to_dict
+from pipeline.errors import InputError
+from pipeline.workspace import Workspace
+from renderers.nerf.field import FieldConfig
+from renderers.nerf.rays import HeadBox, camera_rays, volume_render
+from renderers.nerf.renderer import NerfModelConfig, NerfRenderConfig, NerfRenderer, pick_device
+from renderers.training import (
+    append_log,
+    load_training_state,
+    plot_curves,
+    restore_optimizer,
+    save_checkpoint,
+    truncate_log,
+)
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class NerfTrainConfig:
+    """Settings of a NeRF training run (presets: ``configs/nerf_tiny.yaml``, ``nerf_preview``, ``nerf_full``)."""
+
+    size: int = 128
+    """Side of the frames trained on (the workspace frames are resized)."""
+    iterations: int = 3000
+    """Optimisation steps."""
+    rays_per_batch: int = 4096
+    """Rays per step."""
+    frames_per_batch: int = 8
+    """Frames the rays of one step come from."""
+    steps_per_chunk: int = 40
+    """Steps spent on one chunk of frames before the next is streamed in."""
+    grid_lr: float = 1e-2
+    """Learning rate of the hash tables."""
+    mlp_lr: float = 2e-3
+    """Learning rate of the networks and appearance codes."""
+    head_fraction: float = 0.8
+    """Share of rays drawn inside the head matte."""
+    mouth_weight: float = 3.0
+    """Loss weight of mouth pixels relative to the rest."""
+    opacity_weight: float = 0.2
+    """Weight of the opacity-vs-matte loss."""
+    checkpoint_every: int = 500
+    """Steps between checkpoints."""
+    eval_every: int = 500
+    """Steps between held-out evaluations."""
+    eval_frames: int = 4
+    """Held-out frames rendered per evaluation."""
+    seed: int = 0
+    """Seed of every random draw."""
+    device: str = "auto"
+    """cuda, cpu or auto."""
+    mixed_precision: bool = True
+    """bfloat16 autocast for the networks on CUDA."""
+    network: FieldConfig = field(default_factory=FieldConfig)
+    """Field sizes."""
+    render: NerfRenderConfig = field(default_factory=NerfRenderConfig)
+    """Samples per ray and rendering settings."""
+
+
+class RayBatcher:
+    """Rays and targets for each step, from one chunk of training frames at a time (streaming)."""
+
+    def __init__(
+        self, ws: Workspace, frames: np.ndarray, config: NerfTrainConfig, focal: float, box: HeadBox
+    ):
+        self.ws = ws
+        self.config = config
+        self.scale = config.size / ws.size
+        self.focal = focal * self.scale
+        self.box = box
+        self.tracking = ws.tracking()
+        self.by_chunk: dict[int, np.ndarray] = {}
+        for i in frames:
+            self.by_chunk.setdefault(int(i) // ws.chunk_size, [])
+            self.by_chunk[int(i) // ws.chunk_size].append(int(i))
+        self.chunks = sorted(self.by_chunk)
+        self._loaded: tuple[int, dict] | None = None
+
+    def _chunk_for_step(self, step: int) -> int:
+        slot = step // self.config.steps_per_chunk
+        epoch, pos = divmod(slot, len(self.chunks))
+        order = np.random.default_rng([self.config.seed, epoch]).permutation(len(self.chunks))
+        return self.chunks[order[pos]]
+
+    def _load(self, chunk: int) -> dict:
+        if self._loaded is not None and self._loaded[0] == chunk:
+            return self._loaded[1]
+        size = self.config.size
+        frames, alphas, mouths = [], [], []
+        ids = self.by_chunk[chunk]
+        for i, rgb, masks in self.ws.iter_frames(ids):
+            frames.append(cv2.resize(rgb, (size, size), interpolation=cv2.INTER_AREA))
+            alphas.append(cv2.resize(masks.head_alpha, (size, size), interpolation=cv2.INTER_AREA))
+            mouth = np.zeros((size, size), np.uint8)
+            lips = self.tracking["landmarks"][i, list(tp.LIPS_UPPER_OUTER + tp.LIPS_LOWER_OUTER[::-1]), :2]
+            cv2.fillPoly(mouth, [np.round(lips * self.scale).astype(np.int32)], 1)
+            mouths.append(cv2.dilate(mouth, np.ones((3, 3), np.uint8)))
+        data = {
+            "ids": np.array(ids),
+            "rgb": np.stack(frames).astype(np.float32) / 255.0,
+            "alpha": np.stack(alphas).astype(np.float32) / 255.0,
+            "mouth": np.stack(mouths).astype(bool),
+        }
+        self._loaded = (chunk, data)
+        return data
+
+    def batch(self, step: int) -> dict[str, np.ndarray]:
+        """Pixels, frame indices and targets of step ``step``."""
+        cfg = self.config
+        data = self._load(self._chunk_for_step(step))
+        rng = np.random.default_rng([cfg.seed, step, 1])
+        count = min(cfg.frames_per_batch, len(data["ids"]))
+        picks = rng.choice(len(data["ids"]), count, replace=False)
+        per_frame = math.ceil(cfg.rays_per_batch / count)
+        size = cfg.size
+        out: dict[str, list] = {k: [] for k in ("pixels", "frame", "rgb", "alpha", "weight")}
+        for k in picks:
+            i = int(data["ids"][k])
+            alpha = data["alpha"][k]
+            head = np.flatnonzero(alpha.reshape(-1) > 0.5)
+            inside = round(per_frame * cfg.head_fraction) if len(head) else 0
+            rot, trans = self.tracking["rotation"][i], self.tracking["translation"][i]
+            lo, hi = self.box.lo, self.box.hi
+            corners = np.array(
+                [[x, y, z] for x in (lo[0], hi[0]) for y in (lo[1], hi[1]) for z in (lo[2], hi[2])]
+            )
+            px = project_points(corners[None], rot[None], trans[None], self.focal, (size, size), numpy=True)[
+                0
+            ]
+            x0, y0 = np.clip(np.floor(px.min(0)), 0, size - 1).astype(int)
+            x1, y1 = np.clip(np.ceil(px.max(0)), 1, size).astype(int)
+            flat = np.concatenate(
+                [
+                    rng.choice(head, inside) if inside else np.zeros(0, np.int64),
+                    rng.integers(y0, y1, per_frame - inside) * size
+                    + rng.integers(x0, x1, per_frame - inside),
+                ]
+            )
+            ys, xs = np.divmod(flat, size)
+            out["pixels"].append(np.stack([xs, ys], 1) + rng.random((len(flat), 2)))
+            out["frame"].append(np.full(len(flat), i))
+            out["rgb"].append(data["rgb"][k].reshape(-1, 3)[flat])
+            out["alpha"].append(alpha.reshape(-1)[flat])
+            out["weight"].append(np.where(data["mouth"][k].reshape(-1)[flat], cfg.mouth_weight, 1.0))
+        return {k: np.concatenate(v)[: cfg.rays_per_batch] for k, v in out.items()}
+
+
+def _as_json(data: dict) -> dict:
+    """``data`` as it reads back from JSON (tuples become lists), for comparing with a saved state."""
+    return json.loads(json.dumps(data))
+
+
+def _train_frames(ws: Workspace, tracking: dict[str, np.ndarray]) -> np.ndarray:
+    frames = np.array([i for i in ws.split("train") if tracking["valid"][i]])
+    if len(frames) == 0:
+        raise InputError(f"identity {ws.path.name} has no usable training frames", "prepare a longer clip")
+    return frames
+
+
+def model_config_for(ws: Workspace, config: NerfTrainConfig) -> NerfModelConfig:
+    """The renderer's saved description for a workspace and training settings."""
+    tracking = ws.tracking()
+    box = HeadBox.from_shape(tracking["shape"])
+    return NerfModelConfig(
+        network=config.network,
+        render=config.render,
+        image_size=ws.size,
+        focal=float(tracking["focal"]),
+        box_lo=tuple(float(v) for v in box.lo),
+        box_hi=tuple(float(v) for v in box.hi),
+        num_frames=ws.num_frames,
+    )
+
+
+def evaluate(renderer: NerfRenderer, ws: Workspace, frames: list[int], size: int) -> float:
+    """PSNR (dB) of the rendered head against the footage times its head matte, over the head box."""
+    tracking = ws.tracking()
+    errors = []
+    for i, rgb, masks in ws.iter_frames(frames):
+        pred, _, (x0, y0, x1, y1) = renderer.render_image(
+            tracking["rotation"][i], tracking["translation"][i], tracking["expression"][i], size
+        )
+        if x1 <= x0:
+            continue
+        gt = cv2.resize(rgb, (size, size), interpolation=cv2.INTER_AREA).astype(np.float32) / 255
+        matte = (
+            cv2.resize(masks.head_alpha, (size, size), interpolation=cv2.INTER_AREA).astype(np.float32) / 255
+        )
+        target = (gt * matte[..., None])[y0:y1, x0:x1]
+        errors.append(float(((pred - target) ** 2).mean()))
+    return float(10 * np.log10(1.0 / max(np.mean(errors), 1e-10))) if errors else float("nan")
+
+
+def train(
+    ws: Workspace,
+    out_dir: str | Path,
+    config: NerfTrainConfig | None = None,
+    progress: bool = False,
+    on_step: Callable[[int], None] | None = None,
+) -> NerfRenderer:
+    """Train (or resume training) the NeRF renderer of workspace ``ws`` into ``out_dir``.
+
+    Returns the trained renderer; ``out_dir`` then holds its checkpoint, ``train_log.csv`` and
+    ``training_curves.png``.
+    """
+    config = config or NerfTrainConfig()
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    ws.require("tracking")
+    tracking = ws.tracking()
+    frames = _train_frames(ws, tracking)
+    model_config = model_config_for(ws, config)
+    device = pick_device(config.device)
+    torch.manual_seed(config.seed)  # the initial weights belong to the run's seed
+    renderer = NerfRenderer(model_config)
+    field_module = renderer.field.to(device)
+    grids = [p for n, p in field_module.named_parameters() if n.startswith("encoding.")]
+    others = [p for n, p in field_module.named_parameters() if not n.startswith("encoding.")]
+    optimizer = torch.optim.Adam(
+        [{"params": grids, "lr": config.grid_lr, "eps": 1e-15}, {"params": others, "lr": config.mlp_lr}],
+        betas=(0.9, 0.99),
+    )
+    start = 0
+    state = load_training_state(out_dir)
+    log_path = out_dir / "train_log.csv"
+    if state is not None:
+        wanted = _as_json({"model": asdict(model_config), "train": to_dict(config)})
+        if state.get("model") != wanted["model"] or state.get("train") != wanted["train"]:
+            raise InputError(
+                f"{out_dir} holds a run with other settings",
+                "use the same preset and config to resume, or another output folder",
+            )
+        from renderers.base import load_renderer
+
+        saved = load_renderer(out_dir)
+        field_module.load_state_dict(saved.field.state_dict())
+        restore_optimizer(out_dir, optimizer, state)
+        start = int(state["step"])
+        truncate_log(log_path, start)
+        log.info("resuming %s from step %d", out_dir, start)
+    elif log_path.exists():
+        log_path.unlink()
+
+    batcher = RayBatcher(ws, frames, config, model_config.focal, renderer.box)
+    holdout = list(ws.split("holdout")) or list(frames[-config.eval_frames :])
+    eval_ids = [
+        holdout[int(k)] for k in np.linspace(0, len(holdout) - 1, min(config.eval_frames, len(holdout)))
+    ]
+    expression = torch.as_tensor(tracking["expression"], dtype=torch.float32, device=device)
+    rotation = torch.as_tensor(tracking["rotation"], dtype=torch.float32, device=device)
+    translation = torch.as_tensor(tracking["translation"], dtype=torch.float32, device=device)
+    autocast = config.mixed_precision and device.type == "cuda"
+    rows: list[dict[str, float]] = []
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=config.iterations, initial=start, desc="train nerf", unit="step", leave=False)
+    t0 = time.perf_counter()
+    extra = _as_json({"model": asdict(model_config), "train": to_dict(config)})
+    for step in range(start, config.iterations):
+        torch.manual_seed(config.seed * 1_000_003 + step)
+        batch = batcher.batch(step)
+        frame = torch.as_tensor(batch["frame"], device=device)
+        pixels = torch.as_tensor(batch["pixels"], dtype=torch.float32, device=device)
+        origins, dirs = camera_rays(
+            rotation[frame], translation[frame], batcher.focal, (config.size,) * 2, pixels
+        )
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+            out = volume_render(
+                field_module, renderer.box, origins, dirs, expression[frame], field_module.appearance(frame),
+                config.render.samples, stratified=True,
+            )  # fmt: skip
+        rgb_t = torch.as_tensor(batch["rgb"], device=device)
+        alpha_t = torch.as_tensor(batch["alpha"], device=device)
+        weight = torch.as_tensor(batch["weight"], dtype=torch.float32, device=device)
+        colour_err = ((out["rgb"].float() - rgb_t * alpha_t[:, None]) ** 2).mean(1)
+        photometric = (colour_err * weight).sum() / weight.sum()
+        opacity = ((out["opacity"].float() - alpha_t) ** 2).mean()
+        loss = photometric + config.opacity_weight * opacity
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        done = step + 1
+        row = {
+            "step": done,
+            "loss": float(loss.detach()),
+            "photometric_loss": float(photometric.detach()),
+            "psnr_holdout": math.nan,
+        }
+        if done % config.eval_every == 0 or done == config.iterations:
+            row["psnr_holdout"] = evaluate(renderer, ws, eval_ids, config.size)
+            field_module.train()
+        rows.append(row)
+        if bar is not None:
+            bar.update(1)
+            bar.set_postfix(loss=f"{row['loss']:.4f}")
+        if done % config.checkpoint_every == 0 or done == config.iterations:
+            append_log(log_path, rows)
+            rows = []
+            save_checkpoint(
+                out_dir, renderer, optimizer, done, {**extra, "seconds": time.perf_counter() - t0}
+            )
+        if on_step is not None:
+            on_step(done)
+    if bar is not None:
+        bar.close()
+    if log_path.is_file():
+        plot_curves(log_path, out_dir / "training_curves.png", f"nerf on {ws.path.name}")
+    return renderer
