@@ -43,7 +43,7 @@ log = logging.getLogger(__name__)
 
 @dataclass
 class NerfTrainConfig:
-    """Settings of a NeRF training run (presets: ``configs/nerf_tiny.yaml``, ``nerf_preview``, ``nerf_full``)."""
+    """Settings of a NeRF training run (presets: configs/nerf_tiny.yaml, nerf_preview, nerf_full)."""
 
     size: int = 128
     """Side of the frames trained on (the workspace frames are resized)."""
