@@ -122,6 +122,27 @@ def _run_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_render(args: argparse.Namespace) -> int:
+    from pipeline.identity_render import IdentityRenderConfig, render_identity
+
+    config = _config_from_args(IdentityRenderConfig, args, ("renderer", "poses"))
+    transcript = args.transcript
+    if transcript and os.path.isfile(transcript):
+        transcript = Path(transcript).read_text()
+    start = time.perf_counter()
+    out = render_identity(
+        args.identity,
+        args.audio,
+        args.out,
+        args.workspace,
+        config,
+        transcript=transcript,
+        progress=not args.quiet,
+    )
+    print(f"wrote {out} in {time.perf_counter() - start:.1f} s")
+    return 0
+
+
 def _run_bench_prepare(args: argparse.Namespace) -> int:
     from pipeline.bench import bench_prepare
 
@@ -204,6 +225,18 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     _add_config_args(tr)
     tr.set_defaults(func=_run_train)
+
+    ren = sub.add_parser("render", help="a trained identity saying new audio -> video")
+    ren.add_argument("--identity", required=True, help="the trained identity's name")
+    ren.add_argument("--workspace", help="root folder of the identities (default outputs/identities)")
+    ren.add_argument("--renderer", choices=["nerf"], help="trained renderer to use (default nerf)")
+    ren.add_argument("--audio", required=True, help="speech: wav, flac, mp3, m4a or a video's audio track")
+    ren.add_argument("--transcript", help="text of the speech (or a .txt path)")
+    ren.add_argument("--poses", help="footage (default), static, or a MotionSequence .npz")
+    ren.add_argument("--out", default="outputs/identity.mp4", help="output .mp4 (default: %(default)s)")
+    ren.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    _add_config_args(ren)
+    ren.set_defaults(func=_run_render)
 
     insp = sub.add_parser("inspect", help="print the summary of a prepared identity")
     insp.add_argument("workspace", help="an identity's folder (or the root, with --identity)")

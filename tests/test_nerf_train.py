@@ -19,7 +19,7 @@ def tiny() -> NerfTrainConfig:
 
 @pytest.fixture(scope="module")
 def trained(prepared, tiny, tmp_path_factory):
-    out = tmp_path_factory.mktemp("nerf") / "run"
+    out = prepared.path / "renderers" / "nerf"
     return train(prepared, out, tiny), out
 
 
@@ -67,3 +67,26 @@ def test_killed_run_resumes_from_its_last_checkpoint(trained, prepared, tiny, tm
     np.testing.assert_allclose(resumed["loss"], uninterrupted["loss"], rtol=1e-4)
     with pytest.raises(Exception, match="other settings"):
         train(prepared, out, load_config(NerfTrainConfig, "nerf_tiny.yaml", ["size=48"]))
+
+
+def test_render_compose_write_gives_a_playable_video(trained, prepared, demo_speech, tmp_path, capsys):
+    from pipeline.audio import Audio, load_audio
+    from pipeline.cli import main
+    from pipeline.media import probe_video
+    from pipeline.prepare import write_wav
+
+    speech = load_audio(demo_speech)
+    clip = tmp_path / "speech.wav"
+    write_wav(clip, Audio(speech.samples[: 2 * speech.rate], speech.rate))
+    out = tmp_path / "said.mp4"
+    root = str(prepared.path.parent)
+    code = main(["render", "--identity", "synthetic", "--workspace", root, "--audio", str(clip),
+                 "--out", str(out), "-q"])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    info = probe_video(out)
+    assert info.has_audio and info.video_codec == "h264" and (info.width, info.height) == (256, 256)
+    assert info.num_frames == 50
+    assert (tmp_path / "said.config.yaml").is_file()
+    missing = main(["render", "--identity", "nobody", "--workspace", root, "--audio", str(demo_speech),
+                    "--out", str(tmp_path / "x.mp4"), "-q"])  # fmt: skip
+    assert missing == 2 and not (tmp_path / "x.mp4").exists()

@@ -27,6 +27,8 @@ class NerfRenderConfig:
     """Rays evaluated at once (memory)."""
     device: str = "auto"
     """cuda, cpu or auto."""
+    resolution: int = 0
+    """Side the field is rendered at (0: the workspace frame size); the head is scaled up to the frame."""
 
 
 @dataclass
@@ -137,14 +139,16 @@ class NerfRenderer(Renderer):
             from tqdm import tqdm
 
             frames = tqdm(frames, desc="render", unit="frame", leave=False)
-        size = self.config.image_size
+        full = self.config.image_size
+        size = self.config.render.resolution or full
         for t in frames:
             pose = motion.pose[t]
             rgb, alpha, box = self.render_image(pose[:3], pose[3:], motion.expression[t], size)
             colour = rgb / np.maximum(alpha, 1e-4)[..., None]  # un-premultiply for the compositor
-            yield HeadFrame(
-                (np.clip(colour, 0, 1) * 255).round().astype(np.uint8), alpha.astype(np.float32), box
-            )
+            if size != full:  # the compositor scales the head region up to this box
+                box = tuple(round(v * full / size) for v in box)
+            rgb8 = (np.clip(colour, 0, 1) * 255).round().astype(np.uint8)
+            yield HeadFrame(rgb8, alpha.astype(np.float32), box)
 
     # ---- saving --------------------------------------------------------------------------------------
     def config_dict(self) -> dict[str, Any]:
