@@ -37,6 +37,8 @@ class IdentityRenderConfig:
     """Head poses: footage (the identity's own, walked back and forth), static, or a MotionSequence .npz."""
     match_identity_range: bool = True
     """Rescale the mouth coefficients from the audio to the range the identity's footage shows."""
+    resolution: int = 0
+    """Side the head is rendered at before scaling to the frame (0: the trained renderer's own setting)."""
     crf: int = 18
     """H.264 quality."""
     max_seconds: float = 600.0
@@ -109,6 +111,8 @@ def render_identity(
     out = check_output_path(out, ".mp4")
     speech = load_audio(audio, max_seconds=config.max_seconds)
     renderer = load_renderer(model_dir)
+    if config.resolution and hasattr(renderer, "config"):
+        renderer.config.render.resolution = config.resolution
     tracking = ws.tracking()
     names = tuple(str(n) for n in tracking["names"])
     motion = audio_to_motion(speech, ws.fps, transcript=transcript, config=config.motion).with_names(names)

@@ -32,6 +32,9 @@ def vertex_rows(i: torch.Tensor, j: torch.Tensor, resolution: int, table_size: i
 def hash_grid_2d(coords: torch.Tensor, tables: torch.Tensor, resolutions: list[int]) -> torch.Tensor:
     """Encode 2D points.
 
+    All levels are gathered at once from the flattened tables (four gathers in all, not four per level),
+    which keeps this reference usable for training on a CPU.
+
     Args:
         coords: float [N, 2] in [0, 1] (clamped).
         tables: float [L, T, F] per-level feature tables.
@@ -39,22 +42,30 @@ def hash_grid_2d(coords: torch.Tensor, tables: torch.Tensor, resolutions: list[i
     Returns:
         [N, L * F] features, differentiable in ``tables`` (and in ``coords`` inside cells).
     """
-    num_levels, table_size, _ = tables.shape
-    coords = coords.clamp(0.0, 1.0)
-    out = []
-    for level in range(num_levels):
-        res = resolutions[level]
-        pos = coords * res
-        cell = pos.detach().floor().clamp(max=res - 1)
-        frac = pos - cell  # [N, 2]
-        i0 = cell[:, 0].long()
-        j0 = cell[:, 1].long()
-        feats = 0.0
-        for di in (0, 1):
-            for dj in (0, 1):
-                wx = frac[:, 0] if di else 1 - frac[:, 0]
-                wy = frac[:, 1] if dj else 1 - frac[:, 1]
-                rows = vertex_rows(i0 + di, j0 + dj, res, table_size)
-                feats = feats + (wx * wy)[:, None] * tables[level].index_select(0, rows)
-        out.append(feats)
-    return torch.cat(out, dim=1)
+    num_levels, table_size, num_features = tables.shape
+    n = coords.shape[0]
+    res = torch.tensor(resolutions, dtype=coords.dtype, device=coords.device)  # [L]
+    res_int = torch.tensor(resolutions, dtype=torch.int64, device=coords.device)
+    hashed = torch.tensor(
+        [level_rows(r, table_size)[1] for r in resolutions], dtype=torch.bool, device=coords.device
+    )
+    pos = coords.clamp(0.0, 1.0)[:, None, :] * res[None, :, None]  # [N, L, 2]
+    cell = pos.detach().floor().minimum((res - 1)[None, :, None])
+    frac = pos - cell
+    i0 = cell[..., 0].long()
+    j0 = cell[..., 1].long()
+    offsets = (torch.arange(num_levels, device=coords.device) * table_size)[None, :]  # [1, L]
+    flat = tables.reshape(num_levels * table_size, num_features)
+    feats = 0.0
+    for di in (0, 1):
+        for dj in (0, 1):
+            i, j = i0 + di, j0 + dj
+            dense = i + j * (res_int + 1)[None, :]
+            spread = (torch.bitwise_xor(i, j * HASH_PRIME) & 0xFFFFFFFF) % table_size
+            rows = torch.where(hashed[None, :], spread, dense) + offsets  # [N, L]
+            wx = frac[..., 0] if di else 1 - frac[..., 0]
+            wy = frac[..., 1] if dj else 1 - frac[..., 1]
+            feats = feats + (wx * wy)[..., None] * flat.index_select(0, rows.reshape(-1)).view(
+                n, num_levels, -1
+            )
+    return feats.reshape(n, num_levels * num_features)
