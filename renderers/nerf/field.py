@@ -3,8 +3,10 @@
 Conditioning is region-aware: at every position a small network reads the position's features and
 produces an attention weight per expression coefficient, so the jaw coefficient moves the chin and lips but
 not the hair, and blinks move only the lids. The attended coefficients enter both the density and the
-colour networks. A per-frame appearance code absorbs lighting and exposure drift of the training footage
-(set to the mean code when rendering new motion).
+colour networks. A per-frame appearance code absorbs lighting and exposure drift of the training footage:
+it is a colour gain and offset per channel applied to the whole frame, so it cannot learn anything spatial
+(a per-frame latent fed to the colour network would learn the mouth of each frame and leave the expression
+coefficients with nothing to explain). New motion is rendered with the mean code.
 """
 
 from __future__ import annotations
@@ -38,8 +40,8 @@ class FieldConfig:
     """Features the density network hands to the colour network."""
     attention_hidden: int = 32
     """Width of the per-position attention over expression coefficients."""
-    appearance_dim: int = 8
-    """Size of the per-frame appearance code."""
+    appearance_dim: int = 6
+    """Size of the per-frame appearance code: a gain and an offset per colour channel."""
     implementation: str = "auto"
     """Hash-grid backend: auto, cuda, torch or tcnn."""
 
@@ -79,9 +81,9 @@ class TriPlaneField(nn.Module):
         enc = self.encoding.output_dim
         self.attention = _mlp(enc, config.attention_hidden, num_expressions, layers=1)
         self.density_net = _mlp(enc + num_expressions, config.hidden, 1 + config.geometry_features)
-        self.colour_net = _mlp(
-            config.geometry_features + num_expressions + config.appearance_dim, config.hidden, 3
-        )
+        self.colour_net = _mlp(config.geometry_features + num_expressions, config.hidden, 3)
+        if config.appearance_dim != 6:
+            raise ValueError("appearance_dim must be 6 (a gain and an offset per colour channel)")
         self.appearance = nn.Embedding(max(num_frames, 1), config.appearance_dim)
         nn.init.zeros_(self.appearance.weight)
 
@@ -93,16 +95,17 @@ class TriPlaneField(nn.Module):
         Args:
             points: [N, 3] in the head box, normalised to [-1, 1].
             expression: [N, E] coefficients of each point's frame.
-            appearance: [N, A] appearance codes of each point's frame.
+            appearance: [N, 6] appearance codes of each point's frame (colour gain - 1, colour offset).
         Returns:
-            density [N] (>= 0), rgb [N, 3] in [0, 1], attention [N, E] in [0, 1].
+            density [N] (>= 0), rgb [N, 3] (about [0, 1]), attention [N, E] in [0, 1].
         """
         feats = self.encoding(points)
         attention = torch.sigmoid(self.attention(feats))
         attended = attention * expression
         raw = self.density_net(torch.cat([feats, attended], 1))
         density = torch.exp(raw[:, 0].clamp(max=15.0) - 1.0)  # truncated exp: steep but finite
-        rgb = torch.sigmoid(self.colour_net(torch.cat([raw[:, 1:], attended, appearance], 1)))
+        rgb = torch.sigmoid(self.colour_net(torch.cat([raw[:, 1:], attended], 1)))
+        rgb = rgb * (1.0 + appearance[:, :3]) + appearance[:, 3:]
         return density, rgb, attention
 
     def mean_appearance(self) -> torch.Tensor:

@@ -65,6 +65,8 @@ class NerfTrainConfig:
     """Loss weight of mouth pixels relative to the rest."""
     opacity_weight: float = 0.2
     """Weight of the opacity-vs-matte loss."""
+    appearance_weight: float = 0.01
+    """L2 pull of the per-frame colour gain and offset toward none."""
     checkpoint_every: int = 500
     """Steps between checkpoints."""
     eval_every: int = 500
@@ -303,7 +305,8 @@ def train(
         colour_err = ((out["rgb"].float() - rgb_t * alpha_t[:, None]) ** 2).mean(1)
         photometric = (colour_err * weight).sum() / weight.sum()
         opacity = ((out["opacity"].float() - alpha_t) ** 2).mean()
-        loss = photometric + config.opacity_weight * opacity
+        codes = field_module.appearance(frame)
+        loss = photometric + config.opacity_weight * opacity + config.appearance_weight * (codes**2).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
