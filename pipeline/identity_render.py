@@ -73,6 +73,25 @@ def adapt_to_identity(expression: np.ndarray, names: tuple[str, ...], tracked: n
     return out
 
 
+def _with_footage_expression(
+    expression: np.ndarray, names: tuple[str, ...], tracking: dict[str, np.ndarray], frames: np.ndarray
+) -> np.ndarray:
+    """Speech drives the mouth and the blinks; everything else (smiles, brows) comes from the footage frame
+    that gives the pose and backdrop, so the face stays in the states the renderer was trained on (a
+    habitual smile is not forced to zero) and matches its backdrop. The mouth coefficients from speech are
+    added to the identity's own resting mouth."""
+    out = tracking["expression"][frames].astype(np.float32).copy()
+    valid = tracking["expression"][tracking["valid"]]
+    for name in MOUTH_NAMES:
+        if name in names:
+            k = names.index(name)
+            out[:, k] = np.percentile(valid[:, k], 10) + expression[:, k]
+    for name in ("blink_left", "blink_right"):
+        if name in names:
+            out[:, names.index(name)] = expression[:, names.index(name)]
+    return out
+
+
 def _pose_frames(ws: Workspace, tracking: dict[str, np.ndarray], length: int, poses: str) -> np.ndarray:
     valid = tracking["valid"]
     train = np.array([i for i in ws.split("train") if valid[i]])
@@ -127,6 +146,7 @@ def render_identity(
     else:
         frames = _pose_frames(ws, tracking, len(motion), config.poses)
         pose = np.concatenate([tracking["rotation"][frames], tracking["translation"][frames]], 1)
+    expression = _with_footage_expression(expression, names, tracking, frames)
     driven = MotionSequence(ws.fps, expression.astype(np.float32), pose.astype(np.float32), names)
     plate = ws.background().astype(np.float32)
     compositor = Compositor(plate.astype(np.uint8), feather=0)
