@@ -16,6 +16,31 @@ __device__ __forceinline__ int64_t vertex_row(int i, int j, int res, int table_s
     return static_cast<int64_t>(h % static_cast<uint32_t>(table_size));
 }
 
+// The cell of point n at one level: its lower vertex (i0, j0), the position inside it (fx, fy), and
+// whether the level is hashed. Shared by the forward and backward kernels so both read the same rows.
+struct Cell {
+    int i0, j0, res;
+    float fx, fy;
+    bool hashed;
+};
+
+__device__ __forceinline__ Cell cell_of(const float* __restrict__ coords, int64_t n, int res, int table_size) {
+    Cell c;
+    c.res = res;
+    c.hashed = static_cast<int64_t>(res + 1) * (res + 1) > table_size;
+    float x = fminf(fmaxf(coords[n * 2 + 0], 0.f), 1.f) * res;
+    float y = fminf(fmaxf(coords[n * 2 + 1], 0.f), 1.f) * res;
+    c.i0 = min(static_cast<int>(floorf(x)), res - 1);
+    c.j0 = min(static_cast<int>(floorf(y)), res - 1);
+    c.fx = x - c.i0;
+    c.fy = y - c.j0;
+    return c;
+}
+
+__device__ __forceinline__ float corner_weight(const Cell& c, int di, int dj) {
+    return (di ? c.fx : 1.f - c.fx) * (dj ? c.fy : 1.f - c.fy);
+}
+
 // One thread per (point, level): bilinear blend of the cell's four vertices.
 __global__ void forward_kernel(const float* __restrict__ coords, const float* __restrict__ tables,
                                const int* __restrict__ resolutions, int64_t num_points, int num_levels,
@@ -24,21 +49,15 @@ __global__ void forward_kernel(const float* __restrict__ coords, const float* __
     if (idx >= num_points * num_levels) return;
     int64_t n = idx / num_levels;
     int level = static_cast<int>(idx % num_levels);
-    int res = resolutions[level];
-    bool hashed = static_cast<int64_t>(res + 1) * (res + 1) > table_size;
-    float x = fminf(fmaxf(coords[n * 2 + 0], 0.f), 1.f) * res;
-    float y = fminf(fmaxf(coords[n * 2 + 1], 0.f), 1.f) * res;
-    int i0 = min(static_cast<int>(floorf(x)), res - 1);
-    int j0 = min(static_cast<int>(floorf(y)), res - 1);
-    float fx = x - i0, fy = y - j0;
+    Cell c = cell_of(coords, n, resolutions[level], table_size);
     const float* table = tables + static_cast<int64_t>(level) * table_size * num_features;
     float* dst = out + n * num_levels * num_features + static_cast<int64_t>(level) * num_features;
     for (int f = 0; f < num_features; ++f) dst[f] = 0.f;
 #pragma unroll
     for (int corner = 0; corner < 4; ++corner) {
         int di = corner & 1, dj = corner >> 1;
-        float w = (di ? fx : 1.f - fx) * (dj ? fy : 1.f - fy);
-        int64_t row = vertex_row(i0 + di, j0 + dj, res, table_size, hashed);
+        float w = corner_weight(c, di, dj);
+        int64_t row = vertex_row(c.i0 + di, c.j0 + dj, c.res, table_size, c.hashed);
         const float* src = table + row * num_features;
         for (int f = 0; f < num_features; ++f) dst[f] += w * src[f];
     }
@@ -52,20 +71,14 @@ __global__ void backward_kernel(const float* __restrict__ coords, const float* _
     if (idx >= num_points * num_levels) return;
     int64_t n = idx / num_levels;
     int level = static_cast<int>(idx % num_levels);
-    int res = resolutions[level];
-    bool hashed = static_cast<int64_t>(res + 1) * (res + 1) > table_size;
-    float x = fminf(fmaxf(coords[n * 2 + 0], 0.f), 1.f) * res;
-    float y = fminf(fmaxf(coords[n * 2 + 1], 0.f), 1.f) * res;
-    int i0 = min(static_cast<int>(floorf(x)), res - 1);
-    int j0 = min(static_cast<int>(floorf(y)), res - 1);
-    float fx = x - i0, fy = y - j0;
+    Cell c = cell_of(coords, n, resolutions[level], table_size);
     float* table = grad_tables + static_cast<int64_t>(level) * table_size * num_features;
     const float* g = grad_out + n * num_levels * num_features + static_cast<int64_t>(level) * num_features;
 #pragma unroll
     for (int corner = 0; corner < 4; ++corner) {
         int di = corner & 1, dj = corner >> 1;
-        float w = (di ? fx : 1.f - fx) * (dj ? fy : 1.f - fy);
-        int64_t row = vertex_row(i0 + di, j0 + dj, res, table_size, hashed);
+        float w = corner_weight(c, di, dj);
+        int64_t row = vertex_row(c.i0 + di, c.j0 + dj, c.res, table_size, c.hashed);
         for (int f = 0; f < num_features; ++f) atomicAdd(table + row * num_features + f, w * g[f]);
     }
 }
