@@ -220,10 +220,12 @@ class Preparer:
         return ",".join(parts)
 
     # ---- 2. frames ---------------------------------------------------------------------------------
-    def _existing_chunks(self) -> int:
-        """How many leading chunk files are complete and readable; later or broken ones are removed."""
+    def _existing_chunks(self) -> tuple[int, bool]:
+        """How many leading chunk files are complete and readable (later or broken ones are removed), and
+        whether the last of them is the clip's final, shorter chunk."""
         self.ws.chunk_dir.mkdir(parents=True, exist_ok=True)
         count = 0
+        finished = False
         while self.ws.chunk_path(count).is_file():
             try:
                 c = read_chunk(self.ws.chunk_path(count))
@@ -234,18 +236,19 @@ class Preparer:
                 break
             count += 1
             if len(c) < self.config.chunk_size:  # the clip's last chunk
+                finished = True
                 break
         for stale in self.ws.chunk_dir.glob("*.npz"):
             if stale.stem.isdigit() and int(stale.stem) >= count:
                 stale.unlink()
-        return count
+        return count, finished
 
     def _step_frames(self) -> None:
         from pipeline.masks import MaskBuilder, PersonSegmenter, encode_masks
 
         cfg = self.config
-        done = self._existing_chunks()
-        if done and len(read_chunk(self.ws.chunk_path(done - 1))) < cfg.chunk_size:
+        done, finished = self._existing_chunks()
+        if finished:
             self._finish_frames(done)
             return
         start = done * cfg.chunk_size

@@ -22,7 +22,6 @@ import numpy as np
 import torch
 
 from motion import topology as tp
-from motion.clip_fit import project_points
 from pipeline.config import to_dict
 from pipeline.errors import InputError
 from pipeline.workspace import Workspace
@@ -88,14 +87,12 @@ class NerfTrainConfig:
 class RayBatcher:
     """Rays and targets for each step, from one chunk of training frames at a time (streaming)."""
 
-    def __init__(
-        self, ws: Workspace, frames: np.ndarray, config: NerfTrainConfig, focal: float, box: HeadBox
-    ):
+    def __init__(self, ws: Workspace, frames: np.ndarray, config: NerfTrainConfig, renderer: NerfRenderer):
         self.ws = ws
         self.config = config
         self.scale = config.size / ws.size
-        self.focal = focal * self.scale
-        self.box = box
+        self.focal = renderer.config.focal * self.scale
+        self.renderer = renderer
         self.tracking = ws.tracking()
         self.by_chunk: dict[int, np.ndarray] = {}
         for i in frames:
@@ -147,16 +144,11 @@ class RayBatcher:
             alpha = data["alpha"][k]
             head = np.flatnonzero(alpha.reshape(-1) > 0.5)
             inside = round(per_frame * cfg.head_fraction) if len(head) else 0
-            rot, trans = self.tracking["rotation"][i], self.tracking["translation"][i]
-            lo, hi = self.box.lo, self.box.hi
-            corners = np.array(
-                [[x, y, z] for x in (lo[0], hi[0]) for y in (lo[1], hi[1]) for z in (lo[2], hi[2])]
+            x0, y0, x1, y1 = self.renderer.projected_box(
+                self.tracking["rotation"][i], self.tracking["translation"][i], size
             )
-            px = project_points(corners[None], rot[None], trans[None], self.focal, (size, size), numpy=True)[
-                0
-            ]
-            x0, y0 = np.clip(np.floor(px.min(0)), 0, size - 1).astype(int)
-            x1, y1 = np.clip(np.ceil(px.max(0)), 1, size).astype(int)
+            x0, y0 = min(x0, size - 1), min(y0, size - 1)  # never an empty range to draw from
+            x1, y1 = max(x1, 1), max(y1, 1)
             flat = np.concatenate(
                 [
                     rng.choice(head, inside) if inside else np.zeros(0, np.int64),
@@ -269,7 +261,7 @@ def train(
     elif log_path.exists():
         log_path.unlink()
 
-    batcher = RayBatcher(ws, frames, config, model_config.focal, renderer.box)
+    batcher = RayBatcher(ws, frames, config, renderer)
     holdout = list(ws.split("holdout")) or list(frames[-config.eval_frames :])
     eval_ids = [
         holdout[int(k)] for k in np.linspace(0, len(holdout) - 1, min(config.eval_frames, len(holdout)))
@@ -294,10 +286,11 @@ def train(
         origins, dirs = camera_rays(
             rotation[frame], translation[frame], batcher.focal, (config.size,) * 2, pixels
         )
+        codes = field_module.appearance(frame)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
             out = volume_render(
-                field_module, renderer.box, origins, dirs, expression[frame], field_module.appearance(frame),
-                config.render.samples, stratified=True,
+                field_module, renderer.box, origins, dirs, expression[frame], codes, config.render.samples,
+                stratified=True,
             )  # fmt: skip
         rgb_t = torch.as_tensor(batch["rgb"], device=device)
         alpha_t = torch.as_tensor(batch["alpha"], device=device)
@@ -305,7 +298,6 @@ def train(
         colour_err = ((out["rgb"].float() - rgb_t * alpha_t[:, None]) ** 2).mean(1)
         photometric = (colour_err * weight).sum() / weight.sum()
         opacity = ((out["opacity"].float() - alpha_t) ** 2).mean()
-        codes = field_module.appearance(frame)
         loss = photometric + config.opacity_weight * opacity + config.appearance_weight * (codes**2).mean()
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
