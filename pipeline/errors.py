@@ -35,3 +35,7 @@ class OutputError(UserError):
 
 class MissingWeightsError(UserError):
     """An optional backend's weights are not on this machine."""
+
+
+class ResourceError(UserError):
+    """The machine ran out of something the job needs (GPU memory, disk)."""

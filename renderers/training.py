@@ -89,6 +89,45 @@ def truncate_log(path: Path, step: int) -> None:
         tmp.write_text("\n".join(keep) + "\n")
 
 
+class TrainingLog:
+    """A run's log: ``train_log.csv`` and TensorBoard event files in ``tensorboard/``.
+
+    Rows are held until :meth:`flush`, which the trainer calls when it writes a checkpoint, so the log never
+    runs ahead of the checkpoint a resumed run restarts from. ``resume_step`` None starts a fresh log.
+    """
+
+    def __init__(self, directory: Path, resume_step: int | None) -> None:
+        self.csv = directory / "train_log.csv"
+        self.events = directory / "tensorboard"
+        if resume_step is None:
+            self.csv.unlink(missing_ok=True)
+            for old in self.events.glob("events.out.tfevents.*"):
+                old.unlink()
+        else:
+            truncate_log(self.csv, resume_step)
+        self.rows: list[dict[str, float]] = []
+        self._writer = None
+
+    def add(self, row: dict[str, float]) -> None:
+        self.rows.append(row)
+
+    def flush(self) -> None:
+        from renderers.tensorboard import ScalarWriter
+
+        append_log(self.csv, self.rows)
+        if self._writer is None:
+            self._writer = ScalarWriter(self.events)
+        for row in self.rows:
+            self._writer.add_scalars(int(row["step"]), {k: v for k, v in row.items() if k != "step"})
+        self._writer.flush()
+        self.rows = []
+
+    def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            self._writer = None
+
+
 def read_log(path: Path) -> dict[str, np.ndarray]:
     """Columns of a CSV training log."""
     lines = path.read_text().splitlines()

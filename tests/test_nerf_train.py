@@ -9,6 +9,7 @@ import pytest
 from pipeline.config import load_config
 from renderers.base import load_renderer
 from renderers.nerf.train import NerfTrainConfig, train
+from renderers.tensorboard import read_scalars
 from renderers.training import read_log
 
 
@@ -27,11 +28,55 @@ def test_tiny_preset_trains_and_its_loss_falls(trained, tiny):
     _, out = trained
     curve = read_log(out / "train_log.csv")
     assert len(curve["loss"]) == tiny.iterations
-    assert curve["loss"][-10:].mean() < 0.7 * curve["loss"][:5].mean()
+    assert curve["photometric_loss"][-10:].mean() < 0.75 * curve["photometric_loss"][:5].mean()
+    assert curve["mouth_ssim_loss"][-10:].mean() < 0.95 * curve["mouth_ssim_loss"][:5].mean()
     assert np.isfinite(curve["psnr_holdout"][-1])
     for name in ("config.json", "model.safetensors", "optimizer.safetensors", "training_state.json"):
         assert (out / name).is_file(), name
     assert (out / "training_curves.png").is_file()
+    events = read_scalars(out / "tensorboard")
+    assert [s for s, _ in events["loss"]] == list(range(1, tiny.iterations + 1))
+    np.testing.assert_allclose([v for _, v in events["loss"]], curve["loss"], rtol=1e-4)
+
+
+def test_occupancy_grid_skips_empty_space_without_changing_the_picture(trained, prepared):
+    renderer, _ = trained
+    grid = renderer.occupancy
+    assert grid is not None and grid.ready  # forty steps carve little; test_occupancy.py checks carving
+    t = prepared.tracking()
+    args = (t["rotation"][95], t["translation"][95], t["expression"][95], 48)
+    skipped, alpha_skipped, _ = renderer.render_image(*args)
+    renderer.occupancy = None
+    try:
+        dense, alpha_dense, _ = renderer.render_image(*args)
+    finally:
+        renderer.occupancy = grid
+    assert alpha_dense.max() > 0.5
+    assert np.abs(alpha_skipped - alpha_dense).max() < 0.05
+    assert np.abs(skipped - dense).mean() < 0.005
+
+
+@pytest.mark.gpu
+def test_cuda_marching_matches_dense_rendering(trained, prepared):
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA device")
+    from renderers.nerf.occupancy import marcher_available
+
+    if not marcher_available():
+        pytest.skip("nerfacc's CUDA marcher did not build here")
+    _, out = trained
+    gpu = load_renderer(out)
+    gpu.device = torch.device("cuda")
+    t = prepared.tracking()
+    args = (t["rotation"][95], t["translation"][95], t["expression"][95], 64)
+    marched, alpha_marched, _ = gpu.render_image(*args)
+    grid, gpu.occupancy = gpu.occupancy, None
+    dense, alpha_dense, _ = gpu.render_image(*args)
+    gpu.occupancy = grid
+    assert np.abs(alpha_marched - alpha_dense).mean() < 0.02
+    assert np.abs(marched - dense).mean() < 0.02
 
 
 def test_checkpoint_reloads_to_identical_pixels(trained, prepared):

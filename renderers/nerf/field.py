@@ -99,14 +99,24 @@ class TriPlaneField(nn.Module):
         Returns:
             density [N] (>= 0), rgb [N, 3] (about [0, 1]), attention [N, E] in [0, 1].
         """
-        feats = self.encoding(points)
-        attention = torch.sigmoid(self.attention(feats))
-        attended = attention * expression
-        raw = self.density_net(torch.cat([feats, attended], 1))
+        raw, attention, attended = self._geometry(points, expression)
         density = torch.exp(raw[:, 0].clamp(max=15.0) - 1.0)  # truncated exp: steep but finite
         rgb = torch.sigmoid(self.colour_net(torch.cat([raw[:, 1:], attended], 1)))
         rgb = rgb * (1.0 + appearance[:, :3]) + appearance[:, 3:]
         return density, rgb, attention
+
+    def density(self, points: torch.Tensor, expression: torch.Tensor) -> torch.Tensor:
+        """Density [N] alone, for the occupancy grid: ``points`` [N, 3] normalised, ``expression`` [N, E]."""
+        raw, _, _ = self._geometry(points, expression)
+        return torch.exp(raw[:, 0].clamp(max=15.0) - 1.0)
+
+    def _geometry(
+        self, points: torch.Tensor, expression: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        feats = self.encoding(points)
+        attention = torch.sigmoid(self.attention(feats))
+        attended = attention * expression
+        return self.density_net(torch.cat([feats, attended], 1)), attention, attended
 
     def mean_appearance(self) -> torch.Tensor:
         """[A] the average training appearance code (used for new motion)."""

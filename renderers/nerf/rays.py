@@ -101,6 +101,7 @@ def volume_render(
     appearance: torch.Tensor,
     samples: int,
     stratified: bool = False,
+    occupancy=None,
 ) -> dict[str, torch.Tensor]:
     """Render rays through the field with dense samples between box entry and exit.
 
@@ -108,6 +109,9 @@ def volume_render(
         field: a :class:`renderers.nerf.field.TriPlaneField`.
         origins, dirs: [M, 3] head-frame rays. expression: [M, E]. appearance: [M, A].
         samples: points per ray. stratified: jitter sample positions (training).
+        occupancy: a filled :class:`renderers.nerf.occupancy.Occupancy` grid, or None. With one, rays
+            are marched through occupied cells only on CUDA, and dense samples in empty cells are skipped
+            on a CPU.
     Returns:
         ``rgb`` [M, 3] premultiplied by ``opacity`` [M] (0 for rays that miss the box), ``depth`` [M].
     """
@@ -121,6 +125,13 @@ def volume_render(
     if not bool(hit.any()):
         return {"rgb": rgb, "opacity": opacity, "depth": depth}
     o, d, n, f = origins[hit], dirs[hit], near[hit], far[hit]
+    if occupancy is not None and o.is_cuda:
+        from renderers.nerf.occupancy import marcher_available
+
+        if marcher_available():
+            out = occupancy.march(field, o, d, n, f, expression[hit], appearance[hit], stratified)
+            rgb[hit], opacity[hit], depth[hit] = out["rgb"].to(rgb.dtype), out["opacity"], out["depth"]
+            return {"rgb": rgb, "opacity": opacity, "depth": depth}
     steps = torch.linspace(0.0, 1.0, samples + 1, device=o.device, dtype=o.dtype)
     edges = n[:, None] + (f - n)[:, None] * steps[None]  # [H, S + 1]
     if stratified:
@@ -130,11 +141,19 @@ def volume_render(
         mids = (edges[:, :-1] + edges[:, 1:]) / 2
     points = o[:, None] + d[:, None] * mids[..., None]  # [H, S, 3]
     rays = len(o)
-    density, colour, _ = field(
-        box.normalise(points.reshape(-1, 3)),
-        expression[hit].repeat_interleave(samples, 0),
-        appearance[hit].repeat_interleave(samples, 0),
-    )
+    flat = points.reshape(-1, 3)
+    if occupancy is None:
+        density, colour, _ = field(
+            box.normalise(flat),
+            expression[hit].repeat_interleave(samples, 0),
+            appearance[hit].repeat_interleave(samples, 0),
+        )
+    else:  # evaluate only the samples in occupied cells
+        keep = occupancy.occupied(flat).nonzero()[:, 0]
+        ray_of = keep // samples
+        d_keep, c_keep, _ = field(box.normalise(flat[keep]), expression[hit][ray_of], appearance[hit][ray_of])
+        density = flat.new_zeros(len(flat), dtype=d_keep.dtype).index_put((keep,), d_keep)
+        colour = flat.new_zeros(len(flat), 3, dtype=c_keep.dtype).index_put((keep,), c_keep)
     weights, _, _ = render_weight_from_density(edges[:, :-1], edges[:, 1:], density.view(rays, samples))
     rgb[hit] = accumulate_along_rays(weights, colour.view(rays, samples, 3))
     opacity[hit] = weights.sum(-1)

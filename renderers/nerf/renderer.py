@@ -14,6 +14,7 @@ from motion.sequence import MotionSequence
 from pipeline.config import from_dict
 from renderers.base import HeadFrame, Renderer
 from renderers.nerf.field import FieldConfig, TriPlaneField
+from renderers.nerf.occupancy import Occupancy
 from renderers.nerf.rays import HeadBox, camera_rays, volume_render
 
 
@@ -29,6 +30,10 @@ class NerfRenderConfig:
     """cuda, cpu or auto."""
     resolution: int = 0
     """Side the field is rendered at (0: the workspace frame size); the head is scaled up to the frame."""
+    occupancy_resolution: int = 64
+    """Cells per side of the occupancy grid that lets rays skip empty space (0: no grid)."""
+    occupancy_threshold: float = 0.01
+    """Opacity per marching step under which a cell counts as empty."""
 
 
 @dataclass
@@ -65,6 +70,16 @@ class NerfRenderer(Renderer):
         self.box = HeadBox(np.array(config.box_lo, np.float32), np.array(config.box_hi, np.float32))
         self.field = field_module or TriPlaneField(config.network, config.num_frames)
         self.device = pick_device(config.render.device)
+        render = config.render
+        self.occupancy = (
+            Occupancy(self.box, render.occupancy_resolution, render.samples, render.occupancy_threshold)
+            if render.occupancy_resolution
+            else None
+        )
+
+    def skip_grid(self) -> Occupancy | None:
+        """The occupancy grid when it has been filled, else None (dense sampling)."""
+        return self.occupancy if self.occupancy is not None and self.occupancy.ready else None
 
     # ---- rendering -----------------------------------------------------------------------------------
     def projected_box(
@@ -98,6 +113,9 @@ class NerfRenderer(Renderer):
         """One frame at ``size`` x ``size``: premultiplied rgb float [h, w, 3], opacity [h, w] over the
         projected head box, and that box."""
         field_module = self.field.to(self.device).eval()
+        grid = self.skip_grid()
+        if grid is not None:
+            grid.to(self.device)
         x0, y0, x1, y1 = self.projected_box(rotation, translation, size)
         if x1 <= x0 or y1 <= y0:
             return np.zeros((0, 0, 3), np.float32), np.zeros((0, 0), np.float32), (0, 0, 0, 0)
@@ -123,7 +141,7 @@ class NerfRenderer(Renderer):
             n = len(origins[sl])
             out = volume_render(
                 field_module, self.box, origins[sl], dirs[sl], expr.expand(n, -1), code.expand(n, -1),
-                self.config.render.samples,
+                self.config.render.samples, occupancy=grid,
             )  # fmt: skip
             rgb.append(out["rgb"])
             alpha.append(out["opacity"])
@@ -155,12 +173,18 @@ class NerfRenderer(Renderer):
         return {"model": asdict(self.config)}
 
     def state_tensors(self) -> dict[str, np.ndarray]:
-        return {k: v.detach().cpu().numpy() for k, v in self.field.state_dict().items()}
+        state = dict(self.field.state_dict())
+        if self.occupancy is not None:
+            state.update({f"occupancy.{k}": v for k, v in self.occupancy.state_dict().items()})
+        return {k: v.detach().cpu().numpy() for k, v in state.items()}
 
     @classmethod
     def from_saved(cls, config: dict[str, Any], tensors: dict[str, np.ndarray]) -> NerfRenderer:
         model_config = from_dict(NerfModelConfig, config["model"], "model")
         renderer = cls(model_config)
         state = {k: torch.from_numpy(np.array(v)) for k, v in tensors.items()}
-        renderer.field.load_state_dict(state)
+        grid = {k.removeprefix("occupancy."): v for k, v in state.items() if k.startswith("occupancy.")}
+        renderer.field.load_state_dict({k: v for k, v in state.items() if not k.startswith("occupancy.")})
+        if renderer.occupancy is not None and grid:
+            renderer.occupancy.load_state_dict(grid)
         return renderer

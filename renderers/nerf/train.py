@@ -23,18 +23,17 @@ import torch
 
 from motion import topology as tp
 from pipeline.config import to_dict
-from pipeline.errors import InputError
+from pipeline.errors import InputError, ResourceError
 from pipeline.workspace import Workspace
 from renderers.nerf.field import FieldConfig
 from renderers.nerf.rays import HeadBox, camera_rays, volume_render
 from renderers.nerf.renderer import NerfModelConfig, NerfRenderConfig, NerfRenderer, pick_device
 from renderers.training import (
-    append_log,
+    TrainingLog,
     load_training_state,
     plot_curves,
     restore_optimizer,
     save_checkpoint,
-    truncate_log,
 )
 
 log = logging.getLogger(__name__)
@@ -66,6 +65,18 @@ class NerfTrainConfig:
     """Weight of the opacity-vs-matte loss."""
     appearance_weight: float = 0.01
     """L2 pull of the per-frame colour gain and offset toward none."""
+    patches_per_batch: int = 2
+    """Square patches around the mouth rendered each step for the structural loss (0: none)."""
+    patch_size: int = 16
+    """Side of a mouth patch in pixels at ``size``."""
+    patch_weight: float = 0.05
+    """Weight of the mouth patches' structural loss (1 - SSIM)."""
+    lpips_weight: float = 0.05
+    """Weight of the LPIPS loss on the mouth patches, used when LPIPS's weights are on this machine."""
+    occupancy_every: int = 16
+    """Steps between occupancy-grid updates."""
+    occupancy_warmup: int = 256
+    """Steps before rays skip empty cells (the grid probes every cell until then)."""
     checkpoint_every: int = 500
     """Steps between checkpoints."""
     eval_every: int = 500
@@ -130,7 +141,8 @@ class RayBatcher:
         return data
 
     def batch(self, step: int) -> dict[str, np.ndarray]:
-        """Pixels, frame indices and targets of step ``step``."""
+        """Pixels, frame indices and targets of step ``step``: ``rays`` random rays (``rgb``, ``alpha``,
+        ``weight`` targets), then the mouth patches' rays (``patch_rgb``, ``patch_alpha``)."""
         cfg = self.config
         data = self._load(self._chunk_for_step(step))
         rng = np.random.default_rng([cfg.seed, step, 1])
@@ -139,6 +151,7 @@ class RayBatcher:
         per_frame = math.ceil(cfg.rays_per_batch / count)
         size = cfg.size
         out: dict[str, list] = {k: [] for k in ("pixels", "frame", "rgb", "alpha", "weight")}
+        patches = self._mouth_patches(data, picks, rng)
         for k in picks:
             i = int(data["ids"][k])
             alpha = data["alpha"][k]
@@ -162,7 +175,36 @@ class RayBatcher:
             out["rgb"].append(data["rgb"][k].reshape(-1, 3)[flat])
             out["alpha"].append(alpha.reshape(-1)[flat])
             out["weight"].append(np.where(data["mouth"][k].reshape(-1)[flat], cfg.mouth_weight, 1.0))
-        return {k: np.concatenate(v)[: cfg.rays_per_batch] for k, v in out.items()}
+        batch = {k: np.concatenate(v)[: cfg.rays_per_batch] for k, v in out.items()}
+        batch["rays"] = len(batch["frame"])
+        if patches:  # the patches' rays follow the random rays
+            batch["pixels"] = np.concatenate([batch["pixels"], patches.pop("patch_pixels")])
+            batch["frame"] = np.concatenate([batch["frame"], patches.pop("patch_frame")])
+        return batch | patches
+
+    def _mouth_patches(
+        self, data: dict, picks: np.ndarray, rng: np.random.Generator
+    ) -> dict[str, np.ndarray]:
+        """``patch_*`` arrays: a ``patch_size`` square of pixel centres around the mouth of the first
+        ``patches_per_batch`` picked frames (shifted at random by up to a quarter of its side)."""
+        cfg = self.config
+        p, size = cfg.patch_size, cfg.size
+        if not cfg.patches_per_batch or p > size:
+            return {}
+        lips = list(tp.LIPS_UPPER_OUTER + tp.LIPS_LOWER_OUTER)
+        out: dict[str, list] = {k: [] for k in ("patch_pixels", "patch_frame", "patch_rgb", "patch_alpha")}
+        gy, gx = np.mgrid[0:p, 0:p]
+        for k in picks[np.arange(cfg.patches_per_batch) % len(picks)]:
+            i = int(data["ids"][k])
+            centre = self.tracking["landmarks"][i, lips, :2].mean(0) * self.scale
+            x0, y0 = np.round(centre - p / 2 + rng.uniform(-p / 4, p / 4, 2)).astype(int)
+            x0, y0 = int(np.clip(x0, 0, size - p)), int(np.clip(y0, 0, size - p))
+            ys, xs = (gy + y0).reshape(-1), (gx + x0).reshape(-1)
+            out["patch_pixels"].append(np.stack([xs, ys], 1) + 0.5)
+            out["patch_frame"].append(np.full(p * p, i))
+            out["patch_rgb"].append(data["rgb"][k][ys, xs])
+            out["patch_alpha"].append(data["alpha"][k][ys, xs])
+        return {k: np.concatenate(v) for k, v in out.items()}
 
 
 def _as_json(data: dict) -> dict:
@@ -211,6 +253,72 @@ def evaluate(renderer: NerfRenderer, ws: Workspace, frames: list[int], size: int
     return float(10 * np.log10(1.0 / max(np.mean(errors), 1e-10))) if errors else float("nan")
 
 
+def _lpips(config: NerfTrainConfig, device: torch.device):
+    """The LPIPS network for the mouth-patch loss, or None (weight 0, or its weights are not here)."""
+    if config.lpips_weight <= 0 or not config.patches_per_batch:
+        return None
+    from renderers import perceptual
+
+    if not perceptual.available():
+        log.info(
+            "no LPIPS loss: its weights are not here (put %s and %s in a folder named by %s)",
+            perceptual.BACKBONE_FILE, perceptual.HEADS_FILE, perceptual.ENV_DIR,
+        )  # fmt: skip
+        return None
+    return perceptual.LPIPS.load(device=device)
+
+
+def _patch_losses(
+    pred: torch.Tensor, target: torch.Tensor, size: int, lpips
+) -> tuple[torch.Tensor, torch.Tensor | None]:
+    """Structural loss (1 - SSIM) and LPIPS of mouth patches, [K * size * size, 3] premultiplied each."""
+    from pipeline.metrics import ssim
+
+    pred = pred.view(-1, size, size, 3).permute(0, 3, 1, 2)
+    target = target.view(-1, size, size, 3).permute(0, 3, 1, 2)
+    structural = 1.0 - ssim(pred, target, window=min(7, size - (size + 1) % 2))
+    if lpips is None:
+        return structural, None
+    side = max(64, size)  # AlexNet's strides need room
+    up = lambda x: torch.nn.functional.interpolate(x, size=(side, side), mode="bilinear", align_corners=False)
+    return structural, lpips(up(pred), up(target)).mean()
+
+
+def _losses(
+    out: dict[str, torch.Tensor], codes: torch.Tensor, batch: dict[str, np.ndarray], config: NerfTrainConfig,
+    lpips,
+) -> tuple[torch.Tensor, dict[str, float]]:  # fmt: skip
+    """The step's loss and its parts for the log."""
+    device = codes.device
+    n = int(batch["rays"])
+    rgb_t = torch.as_tensor(batch["rgb"], device=device)
+    alpha_t = torch.as_tensor(batch["alpha"], device=device)
+    weight = torch.as_tensor(batch["weight"], dtype=torch.float32, device=device)
+    colour = out["rgb"].float()
+    colour_err = ((colour[:n] - rgb_t * alpha_t[:, None]) ** 2).mean(1)
+    photometric = (colour_err * weight).sum() / weight.sum()
+    opacity = ((out["opacity"][:n].float() - alpha_t) ** 2).mean()
+    loss = photometric + config.opacity_weight * opacity + config.appearance_weight * (codes[:n] ** 2).mean()
+    row = {"photometric_loss": float(photometric.detach())}
+    if "patch_rgb" in batch:
+        target = torch.as_tensor(batch["patch_rgb"] * batch["patch_alpha"][:, None], device=device)
+        structural, perceptual = _patch_losses(colour[n:], target, config.patch_size, lpips)
+        loss = loss + config.patch_weight * structural
+        row["mouth_ssim_loss"] = float(structural.detach())
+        if perceptual is not None:
+            loss = loss + config.lpips_weight * perceptual
+            row["mouth_lpips"] = float(perceptual.detach())
+    return loss, row
+
+
+def _out_of_memory(config: NerfTrainConfig, step: int, last: int) -> ResourceError:
+    return ResourceError(
+        f"out of GPU memory at step {step} with {config.rays_per_batch} rays per step at {config.size} px",
+        f"resume with fewer rays (--set rays_per_batch={config.rays_per_batch // 2}) or a smaller preset "
+        f"(--preset preview); the run continues from its checkpoint at step {last}",
+    )
+
+
 def train(
     ws: Workspace,
     out_dir: str | Path,
@@ -220,8 +328,8 @@ def train(
 ) -> NerfRenderer:
     """Train (or resume training) the NeRF renderer of workspace ``ws`` into ``out_dir``.
 
-    Returns the trained renderer; ``out_dir`` then holds its checkpoint, ``train_log.csv`` and
-    ``training_curves.png``.
+    Returns the trained renderer; ``out_dir`` then holds its checkpoint, ``train_log.csv``, TensorBoard
+    events in ``tensorboard/`` and ``training_curves.png``.
     """
     config = config or NerfTrainConfig()
     out_dir = Path(out_dir)
@@ -234,6 +342,7 @@ def train(
     torch.manual_seed(config.seed)  # the initial weights belong to the run's seed
     renderer = NerfRenderer(model_config)
     field_module = renderer.field.to(device)
+    grid = renderer.occupancy.to(device) if renderer.occupancy is not None else None
     grids = [p for n, p in field_module.named_parameters() if n.startswith("encoding.")]
     others = [p for n, p in field_module.named_parameters() if not n.startswith("encoding.")]
     optimizer = torch.optim.Adam(
@@ -242,7 +351,6 @@ def train(
     )
     start = 0
     state = load_training_state(out_dir)
-    log_path = out_dir / "train_log.csv"
     if state is not None:
         wanted = _as_json({"model": asdict(model_config), "train": to_dict(config)})
         if state.get("model") != wanted["model"] or state.get("train") != wanted["train"]:
@@ -254,12 +362,12 @@ def train(
 
         saved = load_renderer(out_dir)
         field_module.load_state_dict(saved.field.state_dict())
+        if grid is not None:
+            grid.load_state_dict(saved.occupancy.state_dict())
         restore_optimizer(out_dir, optimizer, state)
         start = int(state["step"])
-        truncate_log(log_path, start)
         log.info("resuming %s from step %d", out_dir, start)
-    elif log_path.exists():
-        log_path.unlink()
+    run_log = TrainingLog(out_dir, start if state is not None else None)
 
     batcher = RayBatcher(ws, frames, config, renderer)
     holdout = list(ws.split("holdout")) or list(frames[-config.eval_frames :])
@@ -269,8 +377,9 @@ def train(
     expression = torch.as_tensor(tracking["expression"], dtype=torch.float32, device=device)
     rotation = torch.as_tensor(tracking["rotation"], dtype=torch.float32, device=device)
     translation = torch.as_tensor(tracking["translation"], dtype=torch.float32, device=device)
+    train_expression = expression[torch.as_tensor(frames, device=device)]
     autocast = config.mixed_precision and device.type == "cuda"
-    rows: list[dict[str, float]] = []
+    lpips = _lpips(config, device)
     bar = None
     if progress:
         from tqdm import tqdm
@@ -278,54 +387,57 @@ def train(
         bar = tqdm(total=config.iterations, initial=start, desc="train nerf", unit="step", leave=False)
     t0 = time.perf_counter()
     extra = _as_json({"model": asdict(model_config), "train": to_dict(config)})
-    for step in range(start, config.iterations):
-        torch.manual_seed(config.seed * 1_000_003 + step)
-        batch = batcher.batch(step)
-        frame = torch.as_tensor(batch["frame"], device=device)
-        pixels = torch.as_tensor(batch["pixels"], dtype=torch.float32, device=device)
-        origins, dirs = camera_rays(
-            rotation[frame], translation[frame], batcher.focal, (config.size,) * 2, pixels
-        )
-        codes = field_module.appearance(frame)
-        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-            out = volume_render(
-                field_module, renderer.box, origins, dirs, expression[frame], codes, config.render.samples,
-                stratified=True,
-            )  # fmt: skip
-        rgb_t = torch.as_tensor(batch["rgb"], device=device)
-        alpha_t = torch.as_tensor(batch["alpha"], device=device)
-        weight = torch.as_tensor(batch["weight"], dtype=torch.float32, device=device)
-        colour_err = ((out["rgb"].float() - rgb_t * alpha_t[:, None]) ** 2).mean(1)
-        photometric = (colour_err * weight).sum() / weight.sum()
-        opacity = ((out["opacity"].float() - alpha_t) ** 2).mean()
-        loss = photometric + config.opacity_weight * opacity + config.appearance_weight * (codes**2).mean()
-        optimizer.zero_grad(set_to_none=True)
-        loss.backward()
-        optimizer.step()
-        done = step + 1
-        row = {
-            "step": done,
-            "loss": float(loss.detach()),
-            "photometric_loss": float(photometric.detach()),
-            "psnr_holdout": math.nan,
-        }
-        if done % config.eval_every == 0 or done == config.iterations:
-            row["psnr_holdout"] = evaluate(renderer, ws, eval_ids, config.size)
-            field_module.train()
-        rows.append(row)
-        if bar is not None:
-            bar.update(1)
-            bar.set_postfix(loss=f"{row['loss']:.4f}")
-        if done % config.checkpoint_every == 0 or done == config.iterations:
-            append_log(log_path, rows)
-            rows = []
-            save_checkpoint(
-                out_dir, renderer, optimizer, done, {**extra, "seconds": time.perf_counter() - t0}
+    last_checkpoint = start
+    try:
+        for step in range(start, config.iterations):
+            torch.manual_seed(config.seed * 1_000_003 + step)
+            batch = batcher.batch(step)
+            if grid is not None:
+                grid.update(step, field_module, train_expression, config.occupancy_every,
+                            config.occupancy_warmup)  # fmt: skip
+            skip = grid if grid is not None and step >= config.occupancy_warmup else None
+            frame = torch.as_tensor(batch["frame"], device=device)
+            pixels = torch.as_tensor(batch["pixels"], dtype=torch.float32, device=device)
+            origins, dirs = camera_rays(
+                rotation[frame], translation[frame], batcher.focal, (config.size,) * 2, pixels
             )
-        if on_step is not None:
-            on_step(done)
-    if bar is not None:
-        bar.close()
-    if log_path.is_file():
-        plot_curves(log_path, out_dir / "training_curves.png", f"nerf on {ws.path.name}")
+            codes = field_module.appearance(frame)
+            try:
+                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+                    out = volume_render(
+                        field_module, renderer.box, origins, dirs, expression[frame], codes,
+                        config.render.samples, stratified=True, occupancy=skip,
+                    )  # fmt: skip
+                loss, row = _losses(out, codes, batch, config, lpips)
+                optimizer.zero_grad(set_to_none=True)
+                loss.backward()
+                optimizer.step()
+            except torch.cuda.OutOfMemoryError as err:
+                raise _out_of_memory(config, step, last_checkpoint) from err
+            done = step + 1
+            row = {"step": done, "loss": float(loss.detach()), **row, "psnr_holdout": math.nan}
+            if done % config.eval_every == 0 or done == config.iterations:
+                row["psnr_holdout"] = evaluate(renderer, ws, eval_ids, config.size)
+                field_module.train()
+            run_log.add(row)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{row['loss']:.4f}")
+            if done % config.checkpoint_every == 0 or done == config.iterations:
+                if done == config.iterations and grid is not None:
+                    grid.refresh(field_module, train_expression)
+                    log.info("occupancy grid: %.1f%% of the head box", 100 * grid.occupied_fraction())
+                run_log.flush()
+                save_checkpoint(
+                    out_dir, renderer, optimizer, done, {**extra, "seconds": time.perf_counter() - t0}
+                )
+                last_checkpoint = done
+            if on_step is not None:
+                on_step(done)
+    finally:
+        run_log.close()
+        if bar is not None:
+            bar.close()
+    if run_log.csv.is_file():
+        plot_curves(run_log.csv, out_dir / "training_curves.png", f"nerf on {ws.path.name}")
     return renderer
