@@ -27,6 +27,7 @@ from motion.phonemes import PhoneSegment, audio_to_phones
 from motion.sequence import MotionSequence
 from motion.visemes import closure_curve, coarticulate
 from pipeline.audio import Audio
+from pipeline.errors import InputError
 
 _JAW = EXPRESSION_INDEX["jaw_open"]
 _LIPS_TOGETHER = EXPRESSION_INDEX["lips_together"]
@@ -157,6 +158,28 @@ def _jaw_curve(
     return ndimage.gaussian_filter1d(np.clip(jaw, 0.0, 1.0), sigma, mode="nearest")
 
 
+def analyse_speech(audio: Audio, config: Audio2MotionConfig | None = None) -> AudioFeatures:
+    """Loudness and voice activity of ``audio`` as the motion stage sees them."""
+    config = config or Audio2MotionConfig()
+    vad = VadParams(
+        on_db=config.silence_threshold_db,
+        off_db=max(1.0, config.silence_threshold_db - 4.0),
+        min_pause_s=config.min_pause_ms / 1000.0,
+    )
+    return analyse_audio(audio.samples, audio.rate, config.envelope_window_ms / 1000.0, vad)
+
+
+def require_speech(audio: Audio, name: str, config: Audio2MotionConfig | None = None) -> None:
+    """Raise :class:`InputError` when ``audio`` holds no voice activity (a face would never move)."""
+    config = config or Audio2MotionConfig()
+    if not analyse_speech(audio, config).voiced.any():
+        raise InputError(
+            f"no speech found in {name}: its level never rises {config.silence_threshold_db:g} dB over its "
+            "own noise floor",
+            "give a clip with speech in it (or lower motion.silence_threshold_db for very quiet speech)",
+        )
+
+
 def audio_to_motion(
     audio: Audio,
     fps: float,
@@ -191,12 +214,7 @@ def audio_to_motion(
 
     with tqdm(total=4, desc="audio to motion", disable=not progress, leave=False) as bar:
         bar.set_postfix_str("loudness and voice activity")
-        vad = VadParams(
-            on_db=config.silence_threshold_db,
-            off_db=max(1.0, config.silence_threshold_db - 4.0),
-            min_pause_s=config.min_pause_ms / 1000.0,
-        )
-        features = analyse_audio(audio.samples, audio.rate, config.envelope_window_ms / 1000.0, vad)
+        features = analyse_speech(audio, config)
         bar.update()
 
         bar.set_postfix_str("phonemes")

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
 import sys
@@ -27,8 +28,8 @@ def _config_from_args(cls: type, args: argparse.Namespace, flags: tuple[str, ...
     overrides = list(args.set)
     for key in flags:
         value = getattr(args, key, None)
-        if value is not None:
-            overrides.append(f"{key}={value}")
+        if value is not None:  # JSON is YAML: a string flag stays a string ("#00b140" is no comment)
+            overrides.append(f"{key}={json.dumps(value)}")
     return load_config(cls, args.config, overrides)
 
 
@@ -125,7 +126,7 @@ def _run_train(args: argparse.Namespace) -> int:
 def _run_render(args: argparse.Namespace) -> int:
     from pipeline.identity_render import IdentityRenderConfig, render_identity
 
-    config = _config_from_args(IdentityRenderConfig, args, ("renderer", "poses"))
+    config = _config_from_args(IdentityRenderConfig, args, ("renderer", "poses", "background"))
     transcript = args.transcript
     if transcript and os.path.isfile(transcript):
         transcript = Path(transcript).read_text()
@@ -140,6 +141,17 @@ def _run_render(args: argparse.Namespace) -> int:
         progress=not args.quiet,
     )
     print(f"wrote {out} in {time.perf_counter() - start:.1f} s")
+    return 0
+
+
+def _run_eval(args: argparse.Namespace) -> int:
+    from pipeline.evaluate import EvalConfig, evaluate_identity, format_report
+
+    config = _config_from_args(EvalConfig, args, ("renderer", "max_frames"))
+    report = evaluate_identity(
+        args.identity, args.workspace, on=args.on, config=config, out=args.out, progress=not args.quiet
+    )
+    print(format_report(report))
     return 0
 
 
@@ -233,10 +245,24 @@ def build_parser() -> argparse.ArgumentParser:
     ren.add_argument("--audio", required=True, help="speech: wav, flac, mp3, m4a or a video's audio track")
     ren.add_argument("--transcript", help="text of the speech (or a .txt path)")
     ren.add_argument("--poses", help="footage (default), static, or a MotionSequence .npz")
+    ren.add_argument("--background", help="new background: a colour (#00b140 or 0,177,64) or an image")
     ren.add_argument("--out", default="outputs/identity.mp4", help="output .mp4 (default: %(default)s)")
     ren.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     _add_config_args(ren)
     ren.set_defaults(func=_run_render)
+
+    ev = sub.add_parser("eval", help="measure a trained identity on held-out footage: images and lip sync")
+    ev.add_argument("--identity", required=True, help="the trained identity's name")
+    ev.add_argument("--workspace", help="root folder of the identities (default outputs/identities)")
+    ev.add_argument("--renderer", choices=["nerf"], help="trained renderer to evaluate (default nerf)")
+    ev.add_argument(
+        "--on", help="another prepared clip of the same person (identity name) to evaluate on, all of it"
+    )
+    ev.add_argument("--max-frames", dest="max_frames", type=int, help="longest stretch evaluated (250)")
+    ev.add_argument("--out", help="report folder (default: the identity's report/eval_<renderer>)")
+    ev.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    _add_config_args(ev)
+    ev.set_defaults(func=_run_eval)
 
     insp = sub.add_parser("inspect", help="print the summary of a prepared identity")
     insp.add_argument("workspace", help="an identity's folder (or the root, with --identity)")

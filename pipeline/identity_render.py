@@ -3,8 +3,9 @@
 Per output frame: the expression comes from the audio (the motion stage, rescaled to the range this person's
 own mouth moves in), the head pose and the backdrop (torso, background) from a frame of the identity's
 footage, walked back and forth so the video is as long as the audio. The footage frame's own head is first
-replaced by the background plate, so nothing of the old head shows where the new one does not reach; the
-rendered head (soft matte, cut softly at the neck as it was trained) is then painted over it.
+removed: where the new head does not cover it, the neck is extended up from below, or the background plate
+shows beside it; the rendered head is painted over with its neck seam feathered and colour-matched, and
+the background can be swapped for a colour or an image (:class:`pipeline.compositor.FootageCompositor`).
 """
 
 from __future__ import annotations
@@ -16,11 +17,11 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from motion.audio2motion import Audio2MotionConfig, audio_to_motion
+from motion.audio2motion import Audio2MotionConfig, audio_to_motion, require_speech
 from motion.blendshapes import MOUTH_NAMES
 from motion.sequence import MotionSequence
 from pipeline.audio import load_audio
-from pipeline.compositor import Compositor
+from pipeline.compositor import FootageCompositor
 from pipeline.config import save_config
 from pipeline.errors import InputError
 from pipeline.media import VideoWriter, check_output_path
@@ -39,12 +40,38 @@ class IdentityRenderConfig:
     """Rescale the mouth coefficients from the audio to the range the identity's footage shows."""
     resolution: int = 0
     """Side the head is rendered at before scaling to the frame (0: the trained renderer's own setting)."""
+    background: str = ""
+    """Replace the footage's background: a colour (#RRGGBB or R,G,B) or an image file; empty keeps it."""
     crf: int = 18
     """H.264 quality."""
     max_seconds: float = 600.0
     """Longest audio accepted."""
     motion: Audio2MotionConfig = field(default_factory=Audio2MotionConfig)
     """Audio-to-motion settings."""
+
+
+def parse_background(value: str) -> tuple[int, int, int] | np.ndarray | None:
+    """The ``background`` setting as the compositor takes it: None, an RGB colour or an RGB image."""
+    value = value.strip()
+    if not value:
+        return None
+    if value.startswith("#") and len(value) == 7:
+        try:
+            return tuple(int(value[k : k + 2], 16) for k in (1, 3, 5))  # type: ignore[return-value]
+        except ValueError:
+            pass
+    parts = value.split(",")
+    if len(parts) == 3 and all(p.strip().isdigit() and int(p) <= 255 for p in parts):
+        return tuple(int(p) for p in parts)  # type: ignore[return-value]
+    if os.path.isfile(value):
+        image = cv2.imread(value, cv2.IMREAD_COLOR)
+        if image is None:
+            raise InputError(f"cannot read the background image {value}", "give a PNG or JPEG file")
+        return cv2.cvtColor(image, cv2.COLOR_BGR2RGB)
+    raise InputError(
+        f"background {value!r} is neither a colour nor an image file",
+        "use a colour like #00b140 or 0,177,64, or the path of a PNG or JPEG",
+    )
 
 
 def ping_pong(frames: np.ndarray, length: int) -> np.ndarray:
@@ -73,7 +100,7 @@ def adapt_to_identity(expression: np.ndarray, names: tuple[str, ...], tracked: n
     return out
 
 
-def _with_footage_expression(
+def with_footage_expression(
     expression: np.ndarray, names: tuple[str, ...], tracking: dict[str, np.ndarray], frames: np.ndarray
 ) -> np.ndarray:
     """Speech drives the mouth and the blinks; everything else (smiles, brows) comes from the footage frame
@@ -129,6 +156,7 @@ def render_identity(
         )
     out = check_output_path(out, ".mp4")
     speech = load_audio(audio, max_seconds=config.max_seconds)
+    require_speech(speech, str(audio), config.motion)
     renderer = load_renderer(model_dir)
     if config.resolution and hasattr(renderer, "config"):
         renderer.config.render.resolution = config.resolution
@@ -146,16 +174,12 @@ def render_identity(
     else:
         frames = _pose_frames(ws, tracking, len(motion), config.poses)
         pose = np.concatenate([tracking["rotation"][frames], tracking["translation"][frames]], 1)
-    expression = _with_footage_expression(expression, names, tracking, frames)
+    expression = with_footage_expression(expression, names, tracking, frames)
     driven = MotionSequence(ws.fps, expression.astype(np.float32), pose.astype(np.float32), names)
-    plate = ws.background().astype(np.float32)
-    compositor = Compositor(plate.astype(np.uint8), feather=0)
-    grow = np.ones((5, 5), np.uint8)
+    compositor = FootageCompositor(ws.background(), background=parse_background(config.background))
     with VideoWriter(out, ws.fps, (ws.size, ws.size), audio=speech, crf=config.crf) as writer:
         for t, head in enumerate(renderer.render(driven, progress=progress)):
-            _, backdrop, masks = next(ws.iter_frames([int(frames[t])]))
-            old_head = cv2.dilate(masks.head_alpha, grow).astype(np.float32)[..., None] / 255.0
-            base = backdrop.astype(np.float32) * (1 - old_head) + plate * old_head
-            writer.write(compositor.compose(head, background=np.clip(base + 0.5, 0, 255).astype(np.uint8)))
+            _, frame, masks = next(ws.iter_frames([int(frames[t])]))
+            writer.write(compositor.compose(head, frame, masks))
     save_config(config, out.with_name(out.stem + ".config.yaml"))
     return out

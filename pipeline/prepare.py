@@ -30,7 +30,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import cv2
 import numpy as np
 
 from motion.clip_fit import ClipFitConfig, fit_clip
@@ -38,7 +37,7 @@ from motion.tracker import FaceLandmarks, MediapipeTracker
 from pipeline.audio import SAMPLE_RATE, Audio, load_audio
 from pipeline.config import save_config, to_dict
 from pipeline.errors import InputError, NoFaceError
-from pipeline.files import atomic_path, save_npz
+from pipeline.files import atomic_path, save_npz, write_png
 from pipeline.framing import square_around_face
 from pipeline.media import VideoInfo, probe_video, read_video_frames
 from pipeline.workspace import SCHEMA_VERSION, Workspace, encode_frame, identity_dir, read_chunk, write_chunk
@@ -366,10 +365,9 @@ class Preparer:
         for _, rgb, m in self.ws.iter_frames(picks.tolist()):
             plate.add(rgb, m.person_alpha)
         image, coverage = plate.result()
-        with atomic_path(self.ws.file("background_coverage.png")) as tmp:
-            cv2.imwrite(str(tmp), np.round(np.clip(coverage, 0, 1) * 255).astype(np.uint8))
-        with atomic_path(self.ws.file("background.png")) as tmp:
-            cv2.imwrite(str(tmp), cv2.cvtColor(image, cv2.COLOR_RGB2BGR))
+        coverage8 = np.round(np.clip(coverage, 0, 1) * 255).astype(np.uint8)
+        write_png(self.ws.file("background_coverage.png"), coverage8)
+        write_png(self.ws.file("background.png"), image)
         self.ws.info["summary"] = {
             **self.ws.info.get("summary", {}),
             "background_coverage": round(plate.coverage_fraction, 4),

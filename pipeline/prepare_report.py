@@ -16,7 +16,7 @@ import numpy as np
 
 from motion import topology as tp
 from motion.clip_fit import ClipFit, per_frame_pnp
-from pipeline.files import atomic_path, write_json
+from pipeline.files import atomic_path, write_json, write_png
 from pipeline.workspace import Workspace
 
 LABEL_COLOURS = np.array(
@@ -35,11 +35,6 @@ CONTOURS = (
     tp.LEFT_BROW[:5],
     tp.RIGHT_BROW[:5],
 )
-
-
-def _write_png(path, rgb: np.ndarray) -> None:
-    with atomic_path(path) as tmp:
-        cv2.imwrite(str(tmp), cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
 
 
 def contact_sheet(
@@ -103,7 +98,7 @@ def write_report(ws: Workspace) -> dict[str, Any]:
     landmarks = tracking["landmarks"]
     valid = tracking["valid"]
     ws.report_dir.mkdir(parents=True, exist_ok=True)
-    _write_png(ws.report_dir / "contact_sheet.png", contact_sheet(ws, fit, landmarks))
+    write_png(ws.report_dir / "contact_sheet.png", contact_sheet(ws, fit, landmarks))
 
     rot_pnp, trans_pnp = per_frame_pnp(fit, landmarks, valid)
     grey = {"color": "0.6", "lw": 0.8}
@@ -154,7 +149,7 @@ def write_report(ws: Workspace) -> dict[str, Any]:
 
     plate = ws.background()
     coverage = cv2.imread(str(ws.file("background_coverage.png")), cv2.IMREAD_GRAYSCALE)
-    _write_png(ws.report_dir / "background.png", np.concatenate([plate, np.dstack([coverage] * 3)], 1))
+    write_png(ws.report_dir / "background.png", np.concatenate([plate, np.dstack([coverage] * 3)], 1))
 
     summary = {
         "identity": ws.info.get("identity"),

@@ -132,6 +132,55 @@ def test_render_compose_write_gives_a_playable_video(trained, prepared, demo_spe
     assert info.has_audio and info.video_codec == "h264" and (info.width, info.height) == (256, 256)
     assert info.num_frames == 50
     assert (tmp_path / "said.config.yaml").is_file()
+    green = main(["render", "--identity", "synthetic", "--workspace", root, "--audio", str(clip),
+                  "--background", "#00b140", "--out", str(tmp_path / "green.mp4"), "-q"])  # fmt: skip
+    assert green == 0 and probe_video(tmp_path / "green.mp4").num_frames == 50
+    bad = main(["render", "--identity", "synthetic", "--workspace", root, "--audio", str(clip),
+                "--background", "greenish", "--out", str(tmp_path / "bad.mp4"), "-q"])  # fmt: skip
+    assert bad == 2 and "neither a colour" in capsys.readouterr().err
     missing = main(["render", "--identity", "nobody", "--workspace", root, "--audio", str(demo_speech),
                     "--out", str(tmp_path / "x.mp4"), "-q"])  # fmt: skip
     assert missing == 2 and not (tmp_path / "x.mp4").exists()
+
+
+def test_eval_writes_image_and_lip_sync_figures(trained, prepared, tmp_path, capsys):
+    import json
+
+    from pipeline.cli import main
+    from pipeline.media import probe_video
+
+    root = str(prepared.path.parent)
+    out = tmp_path / "eval"
+    code = main(["eval", "--identity", "synthetic", "--workspace", root, "--max-frames", "8",
+                 "--out", str(out), "-q"])  # fmt: skip
+    captured = capsys.readouterr()
+    assert code == 0, captured.err
+    assert "self-reenactment: PSNR" in captured.out
+    report = json.loads((out / "report.json").read_text())
+    assert report["frames"][1] - report["frames"][0] == 8
+    assert report["frames"][0] == prepared.split("holdout")[0]
+    s = report["self_reenactment"]
+    assert 8 < s["psnr"] < 60 and 0 < s["ssim"] <= 1 and 0 < s["ssim_face"] <= 1
+    assert 0 <= report["audio_driven"]["faces_found"] <= 1
+    for name in ("frames.png", "mouth.png", "eval.config.yaml"):
+        assert (out / name).is_file(), name
+    info = probe_video(out / "side_by_side.mp4")
+    assert (info.width, info.height) == (512, 256) and info.has_audio and info.num_frames == 8
+    untrained = main(["eval", "--identity", "synthetic", "--workspace", root, "--renderer", "nerf",
+                      "--on", "nobody", "-q"])  # fmt: skip
+    assert untrained == 2 and "nobody" in capsys.readouterr().err
+
+
+def test_render_refuses_audio_without_speech(trained, prepared, tmp_path, capsys):
+    from pipeline.audio import Audio
+    from pipeline.cli import main
+    from pipeline.prepare import write_wav
+
+    hum = tmp_path / "hum.wav"
+    t = np.arange(3 * 16000) / 16000
+    write_wav(hum, Audio((0.1 * np.sin(2 * np.pi * 120 * t)).astype(np.float32), 16000))
+    out = tmp_path / "hum.mp4"
+    code = main(["render", "--identity", "synthetic", "--workspace", str(prepared.path.parent),
+                 "--audio", str(hum), "--out", str(out), "-q"])  # fmt: skip
+    assert code == 2 and "no speech" in capsys.readouterr().err
+    assert not out.exists()

@@ -1,0 +1,303 @@
+"""Evaluating a trained identity on footage it was not trained on: ``talking-portrait eval``.
+
+Two passes over the same held-out frames (the identity's own held-out end, or every frame of another prepared
+clip of the same person, ``--on``), each composed into the real frame exactly as ``render`` composes:
+
+- self-reenactment: the renderer driven by the motion tracked on those frames. PSNR and SSIM against the
+  real frames over the full frame and over the face box; LPIPS on the face box when its weights are here.
+  This measures the renderer alone.
+- audio-driven: the renderer driven by the motion stage from the clip's own audio (poses, blinks and the
+  rest of the face from the footage, as ``render`` does). Landmarks tracked on the output are compared with
+  the real ones: mouth landmark distance (LMD, pixels at 512 x 512, mouth centred) and the correlation of
+  the mouth opening over time. This measures lip sync end to end.
+
+The report folder holds ``report.json``, ``frames.png`` (real | reenacted | audio-driven), ``mouth.png``
+(mouth opening over time) and ``side_by_side.mp4`` (real | audio-driven, with the audio).
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from motion.audio2motion import Audio2MotionConfig, audio_to_motion
+from motion.sequence import MotionSequence
+from pipeline import metrics
+from pipeline.audio import Audio, load_audio
+from pipeline.compositor import FootageCompositor
+from pipeline.config import save_config
+from pipeline.errors import InputError
+from pipeline.files import atomic_path, write_json, write_png
+from pipeline.identity_render import adapt_to_identity, with_footage_expression
+from pipeline.media import VideoWriter
+from pipeline.workspace import Workspace, identity_dir
+
+log = logging.getLogger(__name__)
+
+METRIC_SIZE = 512
+"""Landmark distances are reported in pixels of a frame this size, whatever the workspace size."""
+
+
+@dataclass
+class EvalConfig:
+    """Settings of ``talking-portrait eval``."""
+
+    renderer: str = "nerf"
+    """Which trained renderer of the identity to evaluate."""
+    max_frames: int = 250
+    """Longest stretch of held-out frames evaluated (contiguous, from the start of the held-out part)."""
+    resolution: int = 0
+    """Side the head is rendered at (0: the trained renderer's own setting)."""
+    sheet_frames: int = 6
+    """Frames shown in ``frames.png``."""
+    video: bool = True
+    """Write ``side_by_side.mp4``."""
+    lpips: bool = True
+    """Measure LPIPS on the face box when its weights are on this machine."""
+    motion: Audio2MotionConfig = field(default_factory=Audio2MotionConfig)
+    """Audio-to-motion settings for the audio-driven pass."""
+
+
+def _held_out_frames(model_ws: Workspace, target: Workspace, limit: int) -> np.ndarray:
+    """The evaluated frames of ``target``: its held-out part when it is the training workspace, else all
+    of it; the longest valid run from the start, at most ``limit`` frames."""
+    tracking = target.tracking()
+    span = target.split("holdout") if target.path == model_ws.path else range(target.num_frames)
+    if len(span) == 0:
+        raise InputError(
+            f"identity {target.path.name} has no held-out frames",
+            "prepare it with --holdout 0.1, or evaluate on another clip of the person with --on",
+        )
+    frames = [i for i in span if tracking["valid"][i]]
+    if len(frames) < 3:
+        raise InputError(f"{target.path.name} has too few tracked held-out frames", "prepare a longer clip")
+    frames = np.array(frames[:limit])
+    breaks = np.flatnonzero(np.diff(frames) != 1)
+    return frames[: breaks[0] + 1] if len(breaks) and breaks[0] + 1 >= 3 else frames
+
+
+def _segment_audio(target: Workspace, frames: np.ndarray) -> Audio:
+    speech = load_audio(target.file("audio.wav"))
+    start = round(frames[0] / target.fps * speech.rate)
+    stop = round((frames[-1] + 1) / target.fps * speech.rate)
+    return Audio(speech.samples[start:stop], speech.rate)
+
+
+def _track(images: list[np.ndarray]) -> np.ndarray:
+    """Landmarks [T, 478, 3] of the largest face per frame (nan where none was found)."""
+    from motion.tracker import MediapipeTracker
+
+    tracker = MediapipeTracker(video=True, max_faces=1)
+    try:
+        out = np.full((len(images), 478, 3), np.nan, np.float32)
+        for t, image in enumerate(images):
+            faces = tracker.detect(image)
+            if faces:
+                out[t] = faces[0].points
+        return out
+    finally:
+        tracker.close()
+
+
+def _image_metrics(fake: np.ndarray, real: np.ndarray, box: tuple[int, int, int, int], lpips) -> dict:
+    a = fake.astype(np.float32) / 255
+    b = real.astype(np.float32) / 255
+    fa, fb = metrics.crop(a, box), metrics.crop(b, box)
+    out = {
+        "psnr": metrics.psnr(a, b),
+        "ssim": float(metrics.ssim(a, b)),
+        "psnr_face": metrics.psnr(fa, fb),
+        "ssim_face": float(metrics.ssim(fa, fb)),
+    }
+    if lpips is not None:
+        import torch
+
+        with torch.no_grad():
+            out["lpips_face"] = float(lpips(metrics.as_nchw(fa), metrics.as_nchw(fb)).mean())
+    return out
+
+
+def _sheet(rows: list[tuple[str, list[np.ndarray]]], path: Path) -> None:
+    """A grid: one labelled row per pass, one column per frame."""
+    cells = []
+    for label, images in rows:
+        row = np.concatenate(images, 1)
+        bar = np.full((22, row.shape[1], 3), 255, np.uint8)
+        cv2.putText(bar, label, (6, 16), cv2.FONT_HERSHEY_SIMPLEX, 0.5, (0, 0, 0), 1, cv2.LINE_AA)
+        cells += [bar, row]
+    write_png(path, np.concatenate(cells, 0))
+
+
+def _plot_mouth(curves: dict[str, np.ndarray], fps: float, path: Path, title: str) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(10, 3))
+    for name, values in curves.items():
+        ax.plot(np.arange(len(values)) / fps, values, lw=1.2, label=name)
+    ax.set_xlabel("seconds")
+    ax.set_ylabel("mouth opening (gap / width)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(loc="upper right")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=90, format="png")
+    plt.close(fig)
+
+
+def _compose_all(renderer, motion: MotionSequence, target: Workspace, frames: np.ndarray, progress: bool):
+    plate = target.background()
+    compositor = FootageCompositor(plate)
+    out = []
+    for t, head in enumerate(renderer.render(motion, progress=progress)):
+        _, rgb, masks = next(target.iter_frames([int(frames[t])]))
+        out.append(compositor.compose(head, rgb, masks))
+    return out
+
+
+def evaluate_identity(
+    identity: str,
+    workspace: str | os.PathLike | None = None,
+    on: str | None = None,
+    config: EvalConfig | None = None,
+    out: str | os.PathLike | None = None,
+    progress: bool = False,
+) -> dict[str, Any]:
+    """Evaluate ``identity``'s trained renderer; returns the report (also written to the report folder).
+
+    Args:
+        on: another prepared identity (same root) of the same person to evaluate on, all of its frames;
+            None evaluates on the identity's own held-out frames.
+        out: report folder (default: the identity's ``report/eval_<renderer>[_on_<clip>]``).
+    """
+    from renderers.base import load_renderer
+    from renderers.perceptual import LPIPS, available
+
+    config = config or EvalConfig()
+    model_ws = Workspace.open(identity_dir(identity, workspace))
+    model_dir = model_ws.path / "renderers" / config.renderer
+    if not (model_dir / "model.safetensors").is_file():
+        raise InputError(
+            f"identity {identity!r} has no trained {config.renderer} renderer ({model_dir} is empty)",
+            f"train it first: talking-portrait train --identity {identity} --renderer {config.renderer}",
+        )
+    target = model_ws if on is None else Workspace.open(identity_dir(on, workspace))
+    target.require("report")
+    if target.size != model_ws.size:
+        raise InputError(
+            f"{target.path.name} was prepared at {target.size} px and {identity} at {model_ws.size} px",
+            f"prepare {target.path.name} again with --size {model_ws.size}",
+        )
+    renderer = load_renderer(model_dir)
+    tracking = target.tracking()
+    if hasattr(renderer, "config"):
+        if config.resolution:
+            renderer.config.render.resolution = config.resolution
+        if hasattr(renderer.config, "focal"):  # the camera of the clip evaluated on
+            renderer.config.focal = float(tracking["focal"])
+    frames = _held_out_frames(model_ws, target, config.max_frames)
+    names = tuple(str(n) for n in tracking["names"])
+    pose = np.concatenate([tracking["rotation"][frames], tracking["translation"][frames]], 1)
+    pose = pose.astype(np.float32)
+    lpips = LPIPS.load() if config.lpips and available() else None
+    report_dir = (
+        Path(out)
+        if out
+        else model_ws.report_dir / (f"eval_{config.renderer}" + ("" if on is None else f"_on_{on}"))
+    )
+    report_dir.mkdir(parents=True, exist_ok=True)
+
+    # self-reenactment
+    tracked = MotionSequence(target.fps, tracking["expression"][frames].astype(np.float32), pose, names)
+    reenacted = _compose_all(renderer, tracked, target, frames, progress)
+    real = [rgb for _, rgb, _ in target.iter_frames([int(i) for i in frames])]
+    scale = METRIC_SIZE / target.size
+    per_frame = [
+        _image_metrics(fake, gt, metrics.face_box(tracking["landmarks"][i], target.size), lpips)
+        for fake, gt, i in zip(reenacted, real, frames, strict=True)
+    ]
+
+    # audio-driven
+    speech = _segment_audio(target, frames)
+    predicted = audio_to_motion(speech, target.fps, num_frames=len(frames), config=config.motion)
+    valid = tracking["expression"][tracking["valid"]]
+    expression = adapt_to_identity(predicted.with_names(names).expression, names, valid)
+    expression = with_footage_expression(expression, names, tracking, frames)
+    driven = MotionSequence(target.fps, expression.astype(np.float32), pose, names)
+    spoken = _compose_all(renderer, driven, target, frames, progress)
+
+    real_lm = tracking["landmarks"][frames]
+    spoken_lm = _track(spoken)
+    reenacted_lm = _track(reenacted)
+    opening = {
+        "real footage": metrics.mouth_opening(real_lm),
+        "reenacted (tracked motion)": metrics.mouth_opening(reenacted_lm),
+        "audio-driven": metrics.mouth_opening(spoken_lm),
+    }
+    mean = {k: float(np.nanmean([m[k] for m in per_frame])) for k in per_frame[0]}
+    report = {
+        "identity": identity,
+        "evaluated_on": target.path.name,
+        "renderer": config.renderer,
+        "frames": [int(frames[0]), int(frames[-1]) + 1],
+        "seconds": len(frames) / target.fps,
+        "self_reenactment": mean,
+        "audio_driven": {
+            "lmd_mouth_px_at_512": metrics.mouth_landmark_distance(spoken_lm * scale, real_lm * scale),
+            "mouth_opening_correlation": metrics.pearson(opening["audio-driven"], opening["real footage"]),
+            "faces_found": float(np.isfinite(spoken_lm[:, 0, 0]).mean()),
+        },
+        "reenactment_lip_fidelity": {
+            "lmd_mouth_px_at_512": metrics.mouth_landmark_distance(reenacted_lm * scale, real_lm * scale),
+            "mouth_opening_correlation": metrics.pearson(
+                opening["reenacted (tracked motion)"], opening["real footage"]
+            ),
+        },
+        "lpips": "measured" if lpips is not None else "weights not on this machine",
+    }
+
+    picks = np.linspace(0, len(frames) - 1, min(config.sheet_frames, len(frames))).round().astype(int)
+    small = lambda images: [cv2.resize(images[k], (192, 192), interpolation=cv2.INTER_AREA) for k in picks]
+    _sheet(
+        [("real", small(real)), ("reenacted: tracked motion", small(reenacted)),
+         ("audio-driven: motion from the clip's speech", small(spoken))],
+        report_dir / "frames.png",
+    )  # fmt: skip
+    _plot_mouth(opening, target.fps, report_dir / "mouth.png", f"{identity} on {target.path.name}")
+    if config.video:
+        with VideoWriter(
+            report_dir / "side_by_side.mp4", target.fps, (2 * target.size, target.size), audio=speech
+        ) as writer:
+            for a, b in zip(real, spoken, strict=True):
+                writer.write(np.concatenate([a, b], 1))
+    write_json(report_dir / "report.json", report)
+    save_config(config, report_dir / "eval.config.yaml")
+    report["report_dir"] = str(report_dir)
+    return report
+
+
+def format_report(report: dict[str, Any]) -> str:
+    """The report as a few lines for the terminal."""
+    s, a, r = report["self_reenactment"], report["audio_driven"], report["reenactment_lip_fidelity"]
+    lines = [
+        f"{report['identity']} ({report['renderer']}) on {report['evaluated_on']}, "
+        f"frames {report['frames'][0]}-{report['frames'][1]} ({report['seconds']:.1f} s)",
+        f"  self-reenactment: PSNR {s['psnr']:.2f} dB, SSIM {s['ssim']:.3f}; face box PSNR "
+        f"{s['psnr_face']:.2f} dB, SSIM {s['ssim_face']:.3f}"
+        + (f", LPIPS {s['lpips_face']:.3f}" if "lpips_face" in s else " (LPIPS: weights not here)"),
+        f"  audio-driven: mouth LMD {a['lmd_mouth_px_at_512']:.2f} px @512, mouth-opening correlation "
+        f"{a['mouth_opening_correlation']:.2f} (faces found {100 * a['faces_found']:.0f}%)",
+        f"  reenacted lips: LMD {r['lmd_mouth_px_at_512']:.2f} px, "
+        f"correlation {r['mouth_opening_correlation']:.2f}",
+        f"  report: {report['report_dir']}",
+    ]
+    return "\n".join(lines)
