@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import os
 import platform
 import statistics
@@ -192,4 +193,99 @@ def bench_prepare(
             f"peak RSS {rss:.0f} MB; steps (s): {steps}"
         )
         results[label] = {"frames": frames, "seconds": wall, "fps": frames / wall, "peak_rss_mb": rss}
+    return results
+
+
+def _timed(fn, repeats: int, sync) -> float:
+    """Median seconds of ``fn()`` over ``repeats`` runs after one warm-up run."""
+    fn()
+    sync()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
+
+
+def bench_nerf(
+    identity: str | None = None,
+    workspace: str | None = None,
+    preset: str = "preview",
+    resolution: int = 0,
+    frames: int = 20,
+    points: int = 0,
+    device: str = "auto",
+    repeats: int = 5,
+) -> dict:
+    """Hash-grid encoding speed per implementation (forward, forward + backward) at ``preset``'s sizes, and
+    the render speed (frames/s at ``resolution``) of ``identity``'s trained NeRF when one is given."""
+    import torch
+
+    from pipeline.config import load_config
+    from renderers.nerf.field import FieldConfig
+    from renderers.nerf.ops.hashgrid import TriPlaneEncoding, cuda_extension
+    from renderers.nerf.renderer import pick_device
+    from renderers.nerf.train import NerfTrainConfig
+
+    dev = pick_device(device)
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    net: FieldConfig = load_config(NerfTrainConfig, f"nerf_{preset}.yaml").network
+    n = points or (1 << 20 if dev.type == "cuda" else 1 << 16)
+    print(f"machine: {machine()}" + (f", {torch.cuda.get_device_name(dev)}" if dev.type == "cuda" else ""))
+    print(f"date: {time.strftime('%Y-%m-%d')}; {preset} grid: {net.levels} levels x {net.features} features, "
+          f"2^{net.log2_table_size} rows, {n} points per call")  # fmt: skip
+    results: dict = {"encoding": {}}
+    names = ["torch"] + (["cuda"] if dev.type == "cuda" and cuda_extension() is not None else [])
+    if dev.type == "cuda" and importlib.util.find_spec("tinycudann") is not None:
+        names.append("tcnn")
+    x = torch.rand(n, 3, device=dev) * 2 - 1
+    for name in names:
+        enc = TriPlaneEncoding(
+            levels=net.levels, features=net.features, log2_table_size=net.log2_table_size,
+            base_resolution=net.base_resolution, finest_resolution=net.finest_resolution, implementation=name,
+        ).to(dev)  # fmt: skip
+
+        def forward(enc=enc):
+            with torch.no_grad():
+                enc(x)
+
+        def backward(enc=enc):
+            enc.zero_grad(set_to_none=True)
+            enc(x).square().sum().backward()
+
+        fwd, both = _timed(forward, repeats, sync), _timed(backward, repeats, sync)
+        results["encoding"][name] = {
+            "forward_mpts_s": n / fwd / 1e6,
+            "forward_backward_mpts_s": n / both / 1e6,
+        }
+        print(f"  encoding [{name}]: forward {n / fwd / 1e6:.2f} M points/s, "
+              f"forward+backward {n / both / 1e6:.2f} M points/s")  # fmt: skip
+    if identity:
+        from motion.sequence import MotionSequence
+        from pipeline.workspace import Workspace, identity_dir
+        from renderers.base import load_renderer
+
+        ws = Workspace.open(identity_dir(identity, workspace))
+        renderer = load_renderer(ws.path / "renderers" / "nerf")
+        renderer.device = dev
+        if resolution:
+            renderer.config.render.resolution = resolution
+        t = ws.tracking()
+        idx = np.array(list(ws.split("holdout")) or range(ws.num_frames))[:frames]
+        pose = np.concatenate([t["rotation"][idx], t["translation"][idx]], 1).astype(np.float32)
+        motion = MotionSequence(ws.fps, t["expression"][idx].astype(np.float32), pose,
+                                tuple(str(s) for s in t["names"]))  # fmt: skip
+        list(renderer.render(MotionSequence(ws.fps, motion.expression[:1], motion.pose[:1], motion.names)))
+        sync()
+        start = time.perf_counter()
+        count = sum(1 for _ in renderer.render(motion))
+        sync()
+        took = time.perf_counter() - start
+        side = renderer.config.render.resolution or renderer.config.image_size
+        grid = "occupancy grid" if renderer.skip_grid() is not None else "dense"
+        results["render"] = {"resolution": side, "frames": count, "fps": count / took, "sampling": grid}
+        print(f"  render {identity} at {side}x{side} on {dev.type} ({grid}): {count} frames in {took:.1f} s "
+              f"= {count / took:.2f} frames/s")  # fmt: skip
     return results

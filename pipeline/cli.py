@@ -155,6 +155,14 @@ def _run_eval(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_bench_nerf(args: argparse.Namespace) -> int:
+    from pipeline.bench import bench_nerf
+
+    bench_nerf(args.identity, args.workspace, preset=args.preset, resolution=args.resolution or 0,
+               frames=args.frames, points=args.points or 0, device=args.device)  # fmt: skip
+    return 0
+
+
 def _run_bench_prepare(args: argparse.Namespace) -> int:
     from pipeline.bench import bench_prepare
 
@@ -207,6 +215,16 @@ def build_parser() -> argparse.ArgumentParser:
     bprep.add_argument("--holdout", type=float, help=argparse.SUPPRESS)
     _add_config_args(bprep)
     bprep.set_defaults(func=_run_bench_prepare)
+
+    bnerf = bench_sub.add_parser("nerf", help="NeRF: hash-grid encoding speed per backend, render frames/s")
+    bnerf.add_argument("--identity", help="a trained identity whose render speed to measure")
+    bnerf.add_argument("--workspace", help="root folder of the identities (default outputs/identities)")
+    bnerf.add_argument("--preset", choices=["tiny", "preview", "full"], default="preview", help="grid sizes")
+    bnerf.add_argument("--resolution", type=int, help="render side (default: the renderer's own)")
+    bnerf.add_argument("--frames", type=int, default=20, help="frames rendered (default 20)")
+    bnerf.add_argument("--points", type=int, help="points per encoding call (default 2^20 GPU, 2^16 CPU)")
+    bnerf.add_argument("--device", default="auto", help="cuda, cpu or auto")
+    bnerf.set_defaults(func=_run_bench_nerf)
 
     prep = sub.add_parser("prepare", help="footage of one person -> an identity workspace for training")
     prep.add_argument(

@@ -184,3 +184,12 @@ def test_render_refuses_audio_without_speech(trained, prepared, tmp_path, capsys
                  "--audio", str(hum), "--out", str(out), "-q"])  # fmt: skip
     assert code == 2 and "no speech" in capsys.readouterr().err
     assert not out.exists()
+
+
+def test_bench_nerf_measures_encoding_and_render_speed(trained, prepared, capsys):
+    from pipeline.cli import main
+
+    code = main(["bench", "nerf", "--identity", "synthetic", "--workspace", str(prepared.path.parent),
+                 "--preset", "tiny", "--points", "4096", "--frames", "2"])  # fmt: skip
+    out = capsys.readouterr().out
+    assert code == 0 and "encoding [torch]" in out and "frames/s" in out and "occupancy grid" in out
