@@ -21,6 +21,11 @@ def _add_config_args(parser: argparse.ArgumentParser) -> None:
     )  # fmt: skip
 
 
+def _add_identity_args(parser: argparse.ArgumentParser, what: str) -> None:
+    parser.add_argument("--identity", required=True, help=f"the {what} identity's name")
+    parser.add_argument("--workspace", help="root folder of the identities (default outputs/identities)")
+
+
 def _config_from_args(cls: type, args: argparse.Namespace, flags: tuple[str, ...]):
     """``cls`` from defaults, ``--config``, ``--set`` and then the command's own flags (``flags``)."""
     from pipeline.config import load_config
@@ -246,8 +251,7 @@ def build_parser() -> argparse.ArgumentParser:
     prep.set_defaults(func=_run_prepare)
 
     tr = sub.add_parser("train", help="train a renderer on a prepared identity")
-    tr.add_argument("--identity", required=True, help="the prepared identity's name")
-    tr.add_argument("--workspace", help="root folder of the identities (default outputs/identities)")
+    _add_identity_args(tr, "prepared")
     tr.add_argument("--renderer", choices=["nerf"], default="nerf", help="renderer to train")
     tr.add_argument(
         "--preset", choices=["tiny", "preview", "full"], default="preview", help="size and length"
@@ -257,8 +261,7 @@ def build_parser() -> argparse.ArgumentParser:
     tr.set_defaults(func=_run_train)
 
     ren = sub.add_parser("render", help="a trained identity saying new audio -> video")
-    ren.add_argument("--identity", required=True, help="the trained identity's name")
-    ren.add_argument("--workspace", help="root folder of the identities (default outputs/identities)")
+    _add_identity_args(ren, "trained")
     ren.add_argument("--renderer", choices=["nerf"], help="trained renderer to use (default nerf)")
     ren.add_argument("--audio", required=True, help="speech: wav, flac, mp3, m4a or a video's audio track")
     ren.add_argument("--transcript", help="text of the speech (or a .txt path)")
@@ -270,8 +273,7 @@ def build_parser() -> argparse.ArgumentParser:
     ren.set_defaults(func=_run_render)
 
     ev = sub.add_parser("eval", help="measure a trained identity on held-out footage: images and lip sync")
-    ev.add_argument("--identity", required=True, help="the trained identity's name")
-    ev.add_argument("--workspace", help="root folder of the identities (default outputs/identities)")
+    _add_identity_args(ev, "trained")
     ev.add_argument("--renderer", choices=["nerf"], help="trained renderer to evaluate (default nerf)")
     ev.add_argument(
         "--on", help="another prepared clip of the same person (identity name) to evaluate on, all of it"
