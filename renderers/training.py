@@ -9,7 +9,8 @@ atomically and ``training_state.json`` last, so a checkpoint is complete wheneve
 from __future__ import annotations
 
 import json
-import os
+import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -65,46 +66,39 @@ def restore_optimizer(directory: Path, optimizer: torch.optim.Optimizer, state: 
     optimizer.load_state_dict({"state": per_param, "param_groups": state["param_groups"]})
 
 
-def append_log(path: Path, rows: list[dict[str, float]]) -> None:
-    """Append rows to a CSV training log (the header comes from the first row)."""
-    if not rows:
-        return
-    new = not path.is_file()
-    with open(path, "a") as f:
-        if new:
-            f.write(",".join(rows[0]) + "\n")
-        for row in rows:
-            f.write(",".join(f"{row[k]:.6g}" for k in rows[0]) + "\n")
-        f.flush()
-        os.fsync(f.fileno())
-
-
-def truncate_log(path: Path, step: int) -> None:
-    """Drop log rows after ``step`` (a resumed run rewrites them)."""
-    if not path.is_file():
-        return
-    lines = path.read_text().splitlines()
-    keep = lines[:1] + [line for line in lines[1:] if float(line.split(",")[0]) <= step]
+def write_log(path: Path, rows: list[dict[str, float]]) -> None:
+    """Write a CSV training log atomically: one column per key any row has (``step`` first), nan where a
+    row lacks one (held-out figures exist only on evaluation steps)."""
+    columns = ["step"] + [k for k in dict.fromkeys(k for row in rows for k in row) if k != "step"]
+    lines = [",".join(columns)]
+    lines += [",".join(f"{row.get(k, float('nan')):.6g}" for k in columns) for row in rows]
     with atomic_path(path) as tmp:
-        tmp.write_text("\n".join(keep) + "\n")
+        tmp.write_text("\n".join(lines) + "\n")
 
 
 class TrainingLog:
     """A run's log: ``train_log.csv`` and TensorBoard event files in ``tensorboard/``.
 
     Rows are held until :meth:`flush`, which the trainer calls when it writes a checkpoint, so the log never
-    runs ahead of the checkpoint a resumed run restarts from. ``resume_step`` None starts a fresh log.
+    runs ahead of the checkpoint a resumed run restarts from. ``resume_step`` None starts a fresh log; a
+    resumed one keeps the rows up to that step.
     """
 
     def __init__(self, directory: Path, resume_step: int | None) -> None:
         self.csv = directory / "train_log.csv"
         self.events = directory / "tensorboard"
+        self.written: list[dict[str, float]] = []
         if resume_step is None:
             self.csv.unlink(missing_ok=True)
             for old in self.events.glob("events.out.tfevents.*"):
                 old.unlink()
-        else:
-            truncate_log(self.csv, resume_step)
+        elif self.csv.is_file():
+            cols = read_log(self.csv)
+            self.written = [
+                {k: float(v[i]) for k, v in cols.items() if np.isfinite(v[i])}
+                for i in range(len(cols["step"]))
+                if cols["step"][i] <= resume_step
+            ]
         self.rows: list[dict[str, float]] = []
         self._writer = None
 
@@ -114,7 +108,8 @@ class TrainingLog:
     def flush(self) -> None:
         from renderers.tensorboard import ScalarWriter
 
-        append_log(self.csv, self.rows)
+        self.written += self.rows
+        write_log(self.csv, self.written)
         if self._writer is None:
             self._writer = ScalarWriter(self.events)
         for row in self.rows:
@@ -159,3 +154,90 @@ def plot_curves(log_path: Path, out_path: Path, title: str) -> None:
     with atomic_path(out_path) as tmp:
         fig.savefig(tmp, dpi=90)
     plt.close(fig)
+
+
+def as_json(data: dict) -> dict:
+    """``data`` as it reads back from JSON (tuples become lists), for comparing with a saved state."""
+    return json.loads(json.dumps(data))
+
+
+def resume_state(directory: Path, settings: dict[str, Any]) -> dict[str, Any] | None:
+    """The saved training state of ``directory`` when it holds a run with the same ``settings`` (model and
+    training config as JSON), None when it holds none; a run with other settings is an error."""
+    state = load_training_state(directory)
+    if state is None:
+        return None
+    if any(state.get(key) != value for key, value in as_json(settings).items()):
+        raise InputError(
+            f"{directory} holds a run with other settings",
+            "use the same preset and config to resume, or another output folder",
+        )
+    return state
+
+
+def run_training(
+    directory: Path,
+    renderer,
+    optimizer: torch.optim.Optimizer,
+    settings: dict[str, Any],
+    start: int,
+    iterations: int,
+    step: Callable[[int], dict[str, float]],
+    every: tuple[int, int],
+    evaluate: Callable[[], dict[str, float]],
+    title: str,
+    out_of_memory: Callable[[int, int], Exception],
+    before_final_checkpoint: Callable[[], None] | None = None,
+    progress: bool = False,
+    on_step: Callable[[int], None] | None = None,
+) -> None:
+    """The loop the trained renderers share: steps, evaluation, log, checkpoints, progress, curves.
+
+    Args:
+        directory: the checkpoint folder. settings: saved with every checkpoint (see :func:`resume_state`).
+        start: first step (0, or the resumed checkpoint's step). iterations: last step.
+        step: runs optimisation step ``k`` (0-based) and returns its log row (``loss`` and any parts).
+        every: (checkpoint_every, eval_every) in steps. evaluate: held-out figures for the log.
+        out_of_memory: the error to raise when CUDA runs out of memory at (step, last checkpoint step).
+        before_final_checkpoint: called once before the last checkpoint is written.
+    """
+    checkpoint_every, eval_every = every
+    run_log = TrainingLog(directory, start if start else None)
+    bar = None
+    if progress:
+        from tqdm import tqdm
+
+        bar = tqdm(total=iterations, initial=start, desc=title, unit="step", leave=False)
+    t0 = time.perf_counter()
+    last_checkpoint = start
+    try:
+        for k in range(start, iterations):
+            try:
+                parts = step(k)
+            except torch.cuda.OutOfMemoryError as err:
+                raise out_of_memory(k, last_checkpoint) from err
+            done = k + 1
+            row = {"step": done, **parts}
+            if done % eval_every == 0 or done == iterations:
+                row.update(evaluate())
+            run_log.add(row)
+            if bar is not None:
+                bar.update(1)
+                bar.set_postfix(loss=f"{row['loss']:.4f}")
+            if done % checkpoint_every == 0 or done == iterations:
+                if done == iterations and before_final_checkpoint is not None:
+                    before_final_checkpoint()
+                run_log.flush()
+                save_checkpoint(
+                    directory, renderer, optimizer, done,
+                    {**as_json(settings), "seconds": time.perf_counter() - t0},
+                )  # fmt: skip
+                last_checkpoint = done
+            if on_step is not None:
+                on_step(done)
+    finally:
+        run_log.close()
+        if bar is not None:
+            bar.close()
+    if run_log.csv.is_file():
+        plot_curves(run_log.csv, directory / "training_curves.png", title)

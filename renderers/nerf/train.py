@@ -9,10 +9,8 @@ the matte, and extra weight on the mouth, where detail matters most. All randomn
 
 from __future__ import annotations
 
-import json
 import logging
 import math
-import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -28,13 +26,7 @@ from pipeline.workspace import Workspace
 from renderers.nerf.field import FieldConfig
 from renderers.nerf.rays import HeadBox, camera_rays, volume_render
 from renderers.nerf.renderer import NerfModelConfig, NerfRenderConfig, NerfRenderer, pick_device
-from renderers.training import (
-    TrainingLog,
-    load_training_state,
-    plot_curves,
-    restore_optimizer,
-    save_checkpoint,
-)
+from renderers.training import restore_optimizer, resume_state, run_training
 
 log = logging.getLogger(__name__)
 
@@ -207,11 +199,6 @@ class RayBatcher:
         return {k: np.concatenate(v) for k, v in out.items()}
 
 
-def _as_json(data: dict) -> dict:
-    """``data`` as it reads back from JSON (tuples become lists), for comparing with a saved state."""
-    return json.loads(json.dumps(data))
-
-
 def _train_frames(ws: Workspace, tracking: dict[str, np.ndarray]) -> np.ndarray:
     frames = np.array([i for i in ws.split("train") if tracking["valid"][i]])
     if len(frames) == 0:
@@ -349,15 +336,10 @@ def train(
         [{"params": grids, "lr": config.grid_lr, "eps": 1e-15}, {"params": others, "lr": config.mlp_lr}],
         betas=(0.9, 0.99),
     )
+    settings = {"model": asdict(model_config), "train": to_dict(config)}
     start = 0
-    state = load_training_state(out_dir)
+    state = resume_state(out_dir, settings)
     if state is not None:
-        wanted = _as_json({"model": asdict(model_config), "train": to_dict(config)})
-        if state.get("model") != wanted["model"] or state.get("train") != wanted["train"]:
-            raise InputError(
-                f"{out_dir} holds a run with other settings",
-                "use the same preset and config to resume, or another output folder",
-            )
         from renderers.base import load_renderer
 
         saved = load_renderer(out_dir)
@@ -367,7 +349,6 @@ def train(
         restore_optimizer(out_dir, optimizer, state)
         start = int(state["step"])
         log.info("resuming %s from step %d", out_dir, start)
-    run_log = TrainingLog(out_dir, start if state is not None else None)
 
     batcher = RayBatcher(ws, frames, config, renderer)
     holdout = list(ws.split("holdout")) or list(frames[-config.eval_frames :])
@@ -380,64 +361,43 @@ def train(
     train_expression = expression[torch.as_tensor(frames, device=device)]
     autocast = config.mixed_precision and device.type == "cuda"
     lpips = _lpips(config, device)
-    bar = None
-    if progress:
-        from tqdm import tqdm
 
-        bar = tqdm(total=config.iterations, initial=start, desc="train nerf", unit="step", leave=False)
-    t0 = time.perf_counter()
-    extra = _as_json({"model": asdict(model_config), "train": to_dict(config)})
-    last_checkpoint = start
-    try:
-        for step in range(start, config.iterations):
-            torch.manual_seed(config.seed * 1_000_003 + step)
-            batch = batcher.batch(step)
-            if grid is not None:
-                grid.update(step, field_module, train_expression, config.occupancy_every,
-                            config.occupancy_warmup)  # fmt: skip
-            skip = grid if grid is not None and step >= config.occupancy_warmup else None
-            frame = torch.as_tensor(batch["frame"], device=device)
-            pixels = torch.as_tensor(batch["pixels"], dtype=torch.float32, device=device)
-            origins, dirs = camera_rays(
-                rotation[frame], translation[frame], batcher.focal, (config.size,) * 2, pixels
-            )
-            codes = field_module.appearance(frame)
-            try:
-                with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
-                    out = volume_render(
-                        field_module, renderer.box, origins, dirs, expression[frame], codes,
-                        config.render.samples, stratified=True, occupancy=skip,
-                    )  # fmt: skip
-                loss, row = _losses(out, codes, batch, config, lpips)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                optimizer.step()
-            except torch.cuda.OutOfMemoryError as err:
-                raise _out_of_memory(config, step, last_checkpoint) from err
-            done = step + 1
-            row = {"step": done, "loss": float(loss.detach()), **row, "psnr_holdout": math.nan}
-            if done % config.eval_every == 0 or done == config.iterations:
-                row["psnr_holdout"] = evaluate(renderer, ws, eval_ids, config.size)
-                field_module.train()
-            run_log.add(row)
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss=f"{row['loss']:.4f}")
-            if done % config.checkpoint_every == 0 or done == config.iterations:
-                if done == config.iterations and grid is not None:
-                    grid.refresh(field_module, train_expression)
-                    log.info("occupancy grid: %.1f%% of the head box", 100 * grid.occupied_fraction())
-                run_log.flush()
-                save_checkpoint(
-                    out_dir, renderer, optimizer, done, {**extra, "seconds": time.perf_counter() - t0}
-                )
-                last_checkpoint = done
-            if on_step is not None:
-                on_step(done)
-    finally:
-        run_log.close()
-        if bar is not None:
-            bar.close()
-    if run_log.csv.is_file():
-        plot_curves(run_log.csv, out_dir / "training_curves.png", f"nerf on {ws.path.name}")
+    def step(k: int) -> dict[str, float]:
+        torch.manual_seed(config.seed * 1_000_003 + k)
+        batch = batcher.batch(k)
+        if grid is not None:
+            grid.update(k, field_module, train_expression, config.occupancy_every, config.occupancy_warmup)
+        skip = grid if grid is not None and k >= config.occupancy_warmup else None
+        frame = torch.as_tensor(batch["frame"], device=device)
+        pixels = torch.as_tensor(batch["pixels"], dtype=torch.float32, device=device)
+        origins, dirs = camera_rays(
+            rotation[frame], translation[frame], batcher.focal, (config.size,) * 2, pixels
+        )
+        codes = field_module.appearance(frame)
+        with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
+            out = volume_render(
+                field_module, renderer.box, origins, dirs, expression[frame], codes, config.render.samples,
+                stratified=True, occupancy=skip,
+            )  # fmt: skip
+        loss, row = _losses(out, codes, batch, config, lpips)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        return {"loss": float(loss.detach()), **row}
+
+    def held_out() -> dict[str, float]:
+        psnr = evaluate(renderer, ws, eval_ids, config.size)
+        field_module.train()
+        return {"psnr_holdout": psnr}
+
+    def final_grid() -> None:
+        if grid is not None:
+            grid.refresh(field_module, train_expression)
+            log.info("occupancy grid: %.1f%% of the head box", 100 * grid.occupied_fraction())
+
+    run_training(
+        out_dir, renderer, optimizer, settings, start, config.iterations, step,
+        (config.checkpoint_every, config.eval_every), held_out, f"nerf on {ws.path.name}",
+        lambda k, last: _out_of_memory(config, k, last), final_grid, progress, on_step,
+    )  # fmt: skip
     return renderer
