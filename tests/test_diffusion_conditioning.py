@@ -319,3 +319,16 @@ def test_workspace_coverage_overlaps_tracked_face(tracking):
         iou = (cover & (inside > 0)).sum() / (cover | (inside > 0)).sum()
         assert iou > 0.8, f"frame {i}: IoU {iou:.3f}"
     assert np.median(errors) < 4.0  # the model vertices land on the tracked landmarks
+
+
+def test_a_window_renders_that_part_of_the_frame():
+    from motion.face_model import FaceModel
+
+    shape = FaceModel().mean
+    conditioner = FaceConditioner(shape, 1100.0, 512)
+    expression = np.zeros(len(EXPRESSION_NAMES), np.float32)
+    rotation, translation = np.zeros(3, np.float32), np.array([0.0, 0.0, -60.0], np.float32)
+    full = conditioner.render(expression, rotation, translation, size=512)
+    part = conditioner.cropped((128, 96, 256)).render(expression, rotation, translation, size=256)
+    assert part[CHANNEL_INDEX["coverage"]].sum() > 1000  # the face is in the window
+    np.testing.assert_allclose(part, full[:, 96:352, 128:384], atol=1e-4)

@@ -21,6 +21,7 @@ dropped and every triangle is wound the same way (counter-clockwise seen from +z
 
 from __future__ import annotations
 
+import copy
 from dataclasses import dataclass
 from functools import lru_cache
 
@@ -216,6 +217,7 @@ class FaceConditioner:
         self.config = config or ConditioningConfig()
         self._mesh = _mesh()
         self._label_lut = np.concatenate([[-1], self._mesh.label]).astype(np.int8)
+        self.window: tuple[float, float, float] | None = None
 
     @classmethod
     def from_tracking(
@@ -232,12 +234,21 @@ class FaceConditioner:
         return np.einsum("...ij,...nj->...ni", rot, verts) + trans[..., None, :]
 
     def project(self, camera_points: np.ndarray, size: int) -> np.ndarray:
-        """Camera-space points [..., 3] -> pixels [..., 2] in a ``size`` image (as ``project_points``)."""
+        """Camera-space points [..., 3] -> pixels [..., 2] in a ``size`` image of the reference frame (as
+        ``project_points``), or of its :attr:`window` when one is set."""
         depth = np.maximum(-camera_points[..., 2], 1e-3)
-        focal = self.focal * size / self.image_size
-        u = size / 2 + focal * camera_points[..., 0] / depth
-        v = size / 2 - focal * camera_points[..., 1] / depth
+        x0, y0, side = self.window or (0.0, 0.0, float(self.image_size))
+        scale = size / side
+        u = (self.image_size / 2 + self.focal * camera_points[..., 0] / depth - x0) * scale
+        v = (self.image_size / 2 - self.focal * camera_points[..., 1] / depth - y0) * scale
         return np.stack([u, v], -1)
+
+    def cropped(self, window: tuple[float, float, float] | None) -> FaceConditioner:
+        """A conditioner that renders the square ``window`` (x0, y0, side in reference-image pixels) of the
+        reference frame instead of all of it (None: all of it)."""
+        out = copy.copy(self)
+        out.window = None if window is None else tuple(float(v) for v in window)
+        return out
 
     def render(
         self, expression: np.ndarray, rotation: np.ndarray, translation: np.ndarray, size: int | None = None

@@ -40,6 +40,24 @@ class HeadBox:
         hi = np.array([centre_x + 0.85 * width, oval[:, 1].max() + 0.45 * height, front + 0.1 * height])
         return cls(lo.astype(np.float32), hi.astype(np.float32))
 
+    def pixel_bounds(
+        self, rotation: np.ndarray, translation: np.ndarray, focal: float, size: int
+    ) -> tuple[int, int, int, int]:
+        """Pixel bounds (x0, y0, x1, y1) of the box seen from a pose in a ``size`` image with ``focal``
+        (pixels at that size), clipped to the image."""
+        from motion.clip_fit import project_points
+
+        lo, hi = self.lo, self.hi
+        corners = np.array(
+            [[x, y, z] for x in (lo[0], hi[0]) for y in (lo[1], hi[1]) for z in (lo[2], hi[2])]
+        )
+        px = project_points(
+            corners[None], rotation[None], translation[None], focal, (size, size), numpy=True
+        )[0]
+        x0, y0 = np.floor(px.min(0)).astype(int)
+        x1, y1 = np.ceil(px.max(0)).astype(int)
+        return max(x0, 0), max(y0, 0), min(x1, size), min(y1, size)
+
     def normalise(self, points: torch.Tensor) -> torch.Tensor:
         """Head-frame points [..., 3] -> [-1, 1]^3 inside the box."""
         lo = torch.as_tensor(self.lo, dtype=points.dtype, device=points.device)

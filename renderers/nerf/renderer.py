@@ -86,24 +86,9 @@ class NerfRenderer(Renderer):
         self, rotation: np.ndarray, translation: np.ndarray, size: int
     ) -> tuple[int, int, int, int]:
         """Pixel bounds (x0, y0, x1, y1) at ``size`` of the head box seen from a pose."""
-        from motion.clip_fit import project_points
-
-        lo, hi = self.box.lo, self.box.hi
-        corners = np.array(
-            [[x, y, z] for x in (lo[0], hi[0]) for y in (lo[1], hi[1]) for z in (lo[2], hi[2])]
+        return self.box.pixel_bounds(
+            rotation, translation, self.config.focal * size / self.config.image_size, size
         )
-        scale = size / self.config.image_size
-        px = project_points(
-            corners[None],
-            rotation[None],
-            translation[None],
-            self.config.focal * scale,
-            (size, size),
-            numpy=True,
-        )[0]
-        x0, y0 = np.floor(px.min(0)).astype(int)
-        x1, y1 = np.ceil(px.max(0)).astype(int)
-        return max(x0, 0), max(y0, 0), min(x1, size), min(y1, size)
 
     @torch.no_grad()
     def render_image(
