@@ -99,7 +99,14 @@ def load_renderer(directory: str | os.PathLike) -> Renderer:
             f"this version reads {RENDERER_SCHEMA_VERSION}",
             "save it again with this version",
         )
-    cls = Renderer.registry.get(config.get("class", ""))
+    name = str(config.get("class", ""))
+    if name not in Renderer.registry and name.isidentifier():  # registered on import; heavy ones load late
+        import contextlib
+        import importlib
+
+        with contextlib.suppress(ModuleNotFoundError):
+            importlib.import_module(f"renderers.{name}.renderer")
+    cls = Renderer.registry.get(name)
     if cls is None:
         raise InputError(f"unknown renderer class {config.get('class')!r} in {directory}", "check the folder")
     return cls.from_saved(config, tensors)

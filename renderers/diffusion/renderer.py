@@ -1,0 +1,163 @@
+"""The ``diffusion`` renderer: a trained UNet paints the identity's head from the face model at each frame.
+
+Per frame, the identity's face model is rasterised at the frame's motion inside the identity's head window
+(:mod:`renderers.diffusion.conditioning`), and the network paints the window's RGBA from that image, the
+identity's reference frame and its own previous output, in a few denoising steps. Every frame starts from
+the same noise (a fixed seed), so the output is deterministic and still frames do not shimmer. The RGBA
+goes to the compositor like the NeRF renderer's heads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from motion.blendshapes import EXPRESSION_NAMES
+from motion.sequence import MotionSequence
+from pipeline.config import from_dict
+from pipeline.errors import InputError
+from renderers.base import HeadFrame, Renderer
+from renderers.diffusion.conditioning import ConditioningConfig, FaceConditioner
+from renderers.diffusion.model import EMA, DiffusionNetConfig, HeadDiffusion
+from renderers.nerf.renderer import pick_device
+
+
+@dataclass
+class DiffusionRenderConfig:
+    """How a trained network paints frames."""
+
+    steps: int = 4
+    """Denoising steps per frame (1-8)."""
+    sampler: str = "ddim"
+    """ddim or dpm++ (DPM-Solver++)."""
+    seed: int = 0
+    """Seed of the initial noise (the same for every frame)."""
+    batch: int = 8
+    """Frames painted at once when the network does not read its previous frame."""
+    device: str = "auto"
+    """cuda, cpu or auto."""
+
+
+@dataclass
+class DiffusionModelConfig:
+    """Everything that defines a trained diffusion renderer (saved in ``config.json``)."""
+
+    network: DiffusionNetConfig = field(default_factory=DiffusionNetConfig)
+    """The network's sizes and noise schedule."""
+    render: DiffusionRenderConfig = field(default_factory=DiffusionRenderConfig)
+    """Sampling settings."""
+    conditioning: ConditioningConfig = field(default_factory=ConditioningConfig)
+    """Rasteriser settings."""
+    image_size: int = 512
+    """Side of the workspace frames the camera and the window refer to."""
+    focal: float = 1100.0
+    """Focal length in pixels at ``image_size``."""
+    window: tuple[int, int, int] = (0, 0, 512)
+    """(x0, y0, side) of the square head window in the frame."""
+
+
+class DiffusionRenderer(Renderer):
+    """Paint a trained identity. Build it with :func:`renderers.diffusion.train.train` or load_renderer.
+
+    Args:
+        config: the saved settings. shape: the identity's neutral face [478, 3] (the rasteriser's mesh).
+        reference: the identity's reference frame, float32 [3, S, S] in [-1, 1].
+        net: the network (the EMA weights are what renders).
+    """
+
+    name = "diffusion"
+
+    def __init__(
+        self,
+        config: DiffusionModelConfig,
+        shape: np.ndarray,
+        reference: np.ndarray,
+        net: HeadDiffusion | None = None,
+    ) -> None:
+        self.config = config
+        self.shape = np.asarray(shape, np.float32)
+        self.reference = np.asarray(reference, np.float32)
+        self.net = net or HeadDiffusion(config.network)
+        self.ema = EMA(self.net)
+        self.device = pick_device(config.render.device)
+
+    def conditioner(self) -> FaceConditioner:
+        return FaceConditioner(
+            self.shape, self.config.focal, self.config.image_size, self.config.conditioning
+        ).cropped(self.config.window)
+
+    @torch.no_grad()
+    def paint(
+        self,
+        conditioning: np.ndarray,
+        previous: torch.Tensor | None = None,
+        reference: np.ndarray | None = None,
+    ) -> torch.Tensor:
+        """RGBA [N, 4, S, S] in [-1, 1] for conditioning images [N, C, S, S] (EMA weights)."""
+        net = self.net.to(self.device)
+        cfg = self.config.render
+        cond = torch.as_tensor(conditioning, device=self.device)
+        ref = torch.as_tensor(self.reference if reference is None else reference, device=self.device)
+        ref = ref.expand(len(cond), -1, -1, -1)
+        with self.ema.applied(net):
+            return net.sample(cond, ref, previous, steps=cfg.steps, scheduler=cfg.sampler, seed=cfg.seed)
+
+    def render(self, motion: MotionSequence, progress: bool = False) -> Iterator[HeadFrame]:
+        motion = motion.with_names(EXPRESSION_NAMES) if motion.names != EXPRESSION_NAMES else motion
+        conditioner = self.conditioner()
+        size = self.config.network.sample_size
+        x0, y0, side = self.config.window
+        box = (x0, y0, x0 + side, y0 + side)
+        sequential = self.config.network.use_previous
+        step = 1 if sequential else max(1, self.config.render.batch)
+        starts = range(0, len(motion), step)
+        if progress:
+            from tqdm import tqdm
+
+            starts = tqdm(starts, desc="render", unit="batch" if step > 1 else "frame", leave=False)
+        previous = None
+        for start in starts:
+            sl = slice(start, start + step)
+            pose = motion.pose[sl]
+            cond = conditioner.render_batch(motion.expression[sl], pose[:, :3], pose[:, 3:], size)
+            out = self.paint(cond, previous)
+            if sequential:
+                previous = out
+            images = ((out.float().cpu().numpy() + 1.0) * 0.5).clip(0.0, 1.0)
+            for image in images:
+                rgb = (image[:3].transpose(1, 2, 0) * 255).round().astype(np.uint8)
+                yield HeadFrame(rgb, image[3].astype(np.float32), box)
+
+    # ---- saving --------------------------------------------------------------------------------------
+    def config_dict(self) -> dict[str, Any]:
+        return {"model": asdict(self.config)}
+
+    def state_tensors(self) -> dict[str, np.ndarray]:
+        state = {f"net.{k}": v for k, v in self.net.state_dict().items()}
+        state.update({f"ema.{k}": v for k, v in self.ema.state_dict().items()})
+        out = {k: v.detach().cpu().numpy() for k, v in state.items()}
+        out["identity.shape"] = self.shape
+        out["identity.reference"] = self.reference
+        return out
+
+    @classmethod
+    def from_saved(cls, config: dict[str, Any], tensors: dict[str, np.ndarray]) -> DiffusionRenderer:
+        model_config = from_dict(DiffusionModelConfig, config["model"], "model")
+        problem = "missing its face model or reference frame"
+        if "identity.shape" in tensors and "identity.reference" in tensors:
+            renderer = cls(model_config, tensors["identity.shape"], tensors["identity.reference"])
+            state = {k: torch.from_numpy(np.array(v)) for k, v in tensors.items()}
+            try:
+                renderer.net.load_state_dict({k[4:]: v for k, v in state.items() if k.startswith("net.")})
+                renderer.ema.load_state_dict({k[4:]: v for k, v in state.items() if k.startswith("ema.")})
+                return renderer
+            except (RuntimeError, ValueError) as err:
+                problem = f"its weights do not fit its config ({str(err).splitlines()[0]})"
+        raise InputError(
+            f"the checkpoint is not a diffusion renderer this version can read: {problem}",
+            "train it again with talking-portrait train --renderer diffusion",
+        )
