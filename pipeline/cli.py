@@ -116,15 +116,23 @@ def _run_inspect(args: argparse.Namespace) -> int:
 
 def _run_train(args: argparse.Namespace) -> int:
     from pipeline.workspace import Workspace, identity_dir
-    from renderers.nerf.train import NerfTrainConfig, train
 
-    ws = Workspace.open(identity_dir(args.identity, args.workspace))
-    preset = args.config or f"nerf_{args.preset}.yaml"
-    config = _config_from_args(NerfTrainConfig, argparse.Namespace(config=preset, set=args.set), ())
-    out = ws.path / "renderers" / args.renderer
+    people = [Workspace.open(identity_dir(name, args.workspace)) for name in args.identity]
+    if args.renderer == "diffusion":
+        from renderers.diffusion.train import DiffusionTrainConfig as Config
+        from renderers.diffusion.train import train
+    else:
+        if len(people) > 1:
+            raise UserError("a NeRF renderer is trained on one identity", "give --identity once")
+        from renderers.nerf.train import NerfTrainConfig as Config
+        from renderers.nerf.train import train
+    preset = args.config or f"{args.renderer}_{args.preset}.yaml"
+    config = _config_from_args(Config, argparse.Namespace(config=preset, set=args.set), ())
+    out = Path(args.out) if args.out else people[0].path / "renderers" / args.renderer
     start = time.perf_counter()
-    train(ws, out, config, progress=not args.quiet)
-    print(f"trained {args.renderer} for {ws.path.name} in {time.perf_counter() - start:.1f} s -> {out}")
+    train(people if len(people) > 1 else people[0], out, config, progress=not args.quiet)
+    names = ", ".join(ws.path.name for ws in people)
+    print(f"trained {args.renderer} for {names} in {time.perf_counter() - start:.1f} s -> {out}")
     return 0
 
 
@@ -251,8 +259,13 @@ def build_parser() -> argparse.ArgumentParser:
     prep.set_defaults(func=_run_prepare)
 
     tr = sub.add_parser("train", help="train a renderer on a prepared identity")
-    _add_identity_args(tr, "prepared")
-    tr.add_argument("--renderer", choices=["nerf"], default="nerf", help="renderer to train")
+    tr.add_argument(
+        "--identity", required=True, action="append",
+        help="the prepared identity's name; repeat it to train a diffusion renderer on several people",
+    )  # fmt: skip
+    tr.add_argument("--workspace", help="root folder of the identities (default outputs/identities)")
+    tr.add_argument("--renderer", choices=["nerf", "diffusion"], default="nerf", help="renderer to train")
+    tr.add_argument("--out", help="checkpoint folder (default: the first identity's renderers/RENDERER)")
     tr.add_argument(
         "--preset", choices=["tiny", "preview", "full"], default="preview", help="size and length"
     )
@@ -262,7 +275,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     ren = sub.add_parser("render", help="a trained identity saying new audio -> video")
     _add_identity_args(ren, "trained")
-    ren.add_argument("--renderer", choices=["nerf"], help="trained renderer to use (default nerf)")
+    ren.add_argument("--renderer", choices=["nerf", "diffusion"], help="trained renderer (default nerf)")
     ren.add_argument("--audio", required=True, help="speech: wav, flac, mp3, m4a or a video's audio track")
     ren.add_argument("--transcript", help="text of the speech (or a .txt path)")
     ren.add_argument("--poses", help="footage (default), static, or a MotionSequence .npz")
@@ -274,7 +287,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = sub.add_parser("eval", help="measure a trained identity on held-out footage: images and lip sync")
     _add_identity_args(ev, "trained")
-    ev.add_argument("--renderer", choices=["nerf"], help="trained renderer to evaluate (default nerf)")
+    ev.add_argument("--renderer", choices=["nerf", "diffusion"], help="trained renderer (default nerf)")
     ev.add_argument(
         "--on", help="another prepared clip of the same person (identity name) to evaluate on, all of it"
     )
