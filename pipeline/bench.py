@@ -289,3 +289,43 @@ def bench_nerf(
         print(f"  render {identity} at {side}x{side} on {dev.type} ({grid}): {count} frames in {took:.1f} s "
               f"= {count / took:.2f} frames/s")  # fmt: skip
     return results
+
+
+def bench_diffusion(
+    preset: str = "full",
+    sizes: tuple[int, ...] = (256, 512),
+    steps: tuple[int, ...] = (1, 2, 4, 8),
+    batch: int = 4,
+    device: str = "auto",
+    sampler: str = "ddim",
+) -> dict:
+    """Painting speed of the diffusion renderer's network (``preset``'s sizes, random weights: the cost does
+    not depend on them): frames/s per sample size and step count, ``batch`` frames at once."""
+    import torch
+
+    from pipeline.config import load_config
+    from renderers.diffusion.model import HeadDiffusion
+    from renderers.diffusion.train import DiffusionTrainConfig
+    from renderers.nerf.renderer import pick_device
+
+    dev = pick_device(device)
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    base = load_config(DiffusionTrainConfig, f"diffusion_{preset}.yaml").network
+    print(f"machine: {machine()}" + (f", {torch.cuda.get_device_name(dev)}" if dev.type == "cuda" else ""))
+    results: dict = {}
+    for size in sizes:
+        config = type(base)(**{**base.__dict__, "sample_size": size})
+        torch.manual_seed(0)
+        net = HeadDiffusion(config).to(dev).eval()
+        params = sum(p.numel() for p in net.parameters()) / 1e6
+        cond = torch.rand(batch, config.conditioning_channels, size, size, device=dev)
+        ref = torch.rand(batch, 3, size, size, device=dev) * 2 - 1
+        prev = torch.rand(batch, 4, size, size, device=dev) * 2 - 1 if config.use_previous else None
+        inputs = (cond, ref, prev)
+        for n in steps:
+            took = _timed(lambda n=n, x=inputs, m=net: m.sample(*x, steps=n, scheduler=sampler), 2, sync)
+            fps = batch / took
+            results[f"{size}px_{n}steps"] = fps
+            print(f"  {preset} net ({params:.1f} M weights) at {size}x{size}, {n} {sampler} steps, "
+                  f"batch {batch}: {fps:.2f} frames/s")  # fmt: skip
+    return results

@@ -176,6 +176,13 @@ def _run_bench_nerf(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_bench_diffusion(args: argparse.Namespace) -> int:
+    from pipeline.bench import bench_diffusion
+
+    bench_diffusion(args.preset, tuple(args.sizes), tuple(args.steps), args.batch, args.device)
+    return 0
+
+
 def _run_bench_prepare(args: argparse.Namespace) -> int:
     from pipeline.bench import bench_prepare
 
@@ -238,6 +245,14 @@ def build_parser() -> argparse.ArgumentParser:
     bnerf.add_argument("--points", type=int, help="points per encoding call (default 2^20 GPU, 2^16 CPU)")
     bnerf.add_argument("--device", default="auto", help="cuda, cpu or auto")
     bnerf.set_defaults(func=_run_bench_nerf)
+
+    bdiff = bench_sub.add_parser("diffusion", help="diffusion renderer: painting frames/s per size and steps")
+    bdiff.add_argument("--preset", choices=["tiny", "preview", "full"], default="full", help="network size")
+    bdiff.add_argument("--sizes", type=int, nargs="+", default=[256, 512], help="sample sizes (256 512)")
+    bdiff.add_argument("--steps", type=int, nargs="+", default=[1, 2, 4, 8], help="step counts (1 2 4 8)")
+    bdiff.add_argument("--batch", type=int, default=4, help="frames painted at once (4)")
+    bdiff.add_argument("--device", default="auto", help="cuda, cpu or auto")
+    bdiff.set_defaults(func=_run_bench_diffusion)
 
     prep = sub.add_parser("prepare", help="footage of one person -> an identity workspace for training")
     prep.add_argument(
