@@ -34,7 +34,7 @@ from pipeline.compositor import FootageCompositor
 from pipeline.config import save_config
 from pipeline.errors import InputError
 from pipeline.files import atomic_path, write_json, write_png
-from pipeline.identity_render import adapt_to_identity, with_footage_expression
+from pipeline.identity_render import adapt_to_identity, with_footage_expression, within_trained_range
 from pipeline.media import VideoWriter
 from pipeline.workspace import Workspace, identity_dir
 
@@ -232,6 +232,8 @@ def evaluate_identity(
     valid = tracking["expression"][tracking["valid"]]
     expression = adapt_to_identity(predicted.with_names(names).expression, names, valid)
     expression = with_footage_expression(expression, names, tracking, frames)
+    trained = model_ws.tracking()
+    expression = within_trained_range(expression, trained["expression"][trained["valid"]])
     driven = MotionSequence(target.fps, expression.astype(np.float32), pose, names)
     spoken = _compose_all(renderer, driven, target, frames, progress)
 

@@ -83,21 +83,30 @@ def ping_pong(frames: np.ndarray, length: int) -> np.ndarray:
 
 
 def adapt_to_identity(expression: np.ndarray, names: tuple[str, ...], tracked: np.ndarray) -> np.ndarray:
-    """Scale each mouth coefficient of predicted motion so its 95th percentile matches the identity's.
+    """Scale each mouth coefficient of predicted motion so its typical active value matches the identity's.
 
     The audio-to-motion stage speaks in generic magnitudes; a person who barely opens their mouth would
-    otherwise be driven past anything the renderer saw in training.
+    otherwise be driven past anything the renderer saw in training. Values are compared where the
+    coefficient is active (some are used by few phones, e.g. the lower lip tucked in for f and v, and their
+    plain percentiles are about 0), and the gain stays within [1/4, 4].
     """
     out = expression.copy()
     for name in MOUTH_NAMES:
         if name not in names:
             continue
         k = names.index(name)
-        predicted = np.percentile(expression[:, k], 95)
-        own = np.percentile(tracked[:, k], 95)
-        if predicted > 1e-3 and own > 1e-3:
-            out[:, k] = expression[:, k] * (own / predicted)
+        predicted, own = expression[:, k], tracked[:, k]
+        if (predicted > 0.02).sum() < 3 or (own > 0.02).sum() < 3:
+            continue
+        gain = np.percentile(own[own > 0.02], 90) / np.percentile(predicted[predicted > 0.02], 90)
+        out[:, k] = predicted * np.clip(gain, 0.25, 4.0)
     return out
+
+
+def within_trained_range(expression: np.ndarray, tracked: np.ndarray) -> np.ndarray:
+    """Each coefficient clipped to the range the identity's footage showed: a trained renderer cannot paint
+    a face it never saw (a field driven far outside its range turns into a translucent ghost)."""
+    return np.clip(expression, tracked.min(0), tracked.max(0))
 
 
 def with_footage_expression(
@@ -175,6 +184,7 @@ def render_identity(
         frames = _pose_frames(ws, tracking, len(motion), config.poses)
         pose = np.concatenate([tracking["rotation"][frames], tracking["translation"][frames]], 1)
     expression = with_footage_expression(expression, names, tracking, frames)
+    expression = within_trained_range(expression, tracking["expression"][tracking["valid"]])
     driven = MotionSequence(ws.fps, expression.astype(np.float32), pose.astype(np.float32), names)
     compositor = FootageCompositor(ws.background(), background=parse_background(config.background))
     with VideoWriter(out, ws.fps, (ws.size, ws.size), audio=speech, crf=config.crf) as writer:
