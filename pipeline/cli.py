@@ -41,7 +41,7 @@ def _config_from_args(cls: type, args: argparse.Namespace, flags: tuple[str, ...
 def _generate_config(args: argparse.Namespace):
     from pipeline.oneshot import GenerateConfig
 
-    return _config_from_args(GenerateConfig, args, ("size", "fps", "tracker"))
+    return _config_from_args(GenerateConfig, args, ("size", "fps", "tracker", "renderer", "checkpoint"))
 
 
 def _run_generate(args: argparse.Namespace) -> int:
@@ -202,6 +202,10 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--audio", required=True, help="speech: wav, flac, mp3, m4a or a video's audio track")
     gen.add_argument("--transcript", help="text of the speech (or a .txt path): aligned for sharper visemes")
     gen.add_argument("--out", default="outputs/talking.mp4", help="output .mp4 (default: %(default)s)")
+    gen.add_argument(
+        "--renderer", choices=["warp", "diffusion"], help="warp (default) or a trained diffusion"
+    )
+    gen.add_argument("--checkpoint", help="the diffusion renderer's folder (trained on several people)")
     demo = sub.add_parser("demo", help="generate on the embedded default photo and speech clip")
     demo.add_argument("--out", default="outputs/demo.mp4", help="output .mp4 (default: %(default)s)")
     for p in (gen, demo):

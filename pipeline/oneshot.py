@@ -22,6 +22,7 @@ from motion.tracker import make_tracker, track_portrait
 from pipeline.audio import load_audio
 from pipeline.compositor import Compositor
 from pipeline.config import save_config
+from pipeline.errors import InputError
 from pipeline.framing import frame_square
 from pipeline.media import VideoWriter, check_output_path, load_image
 from renderers.warp.renderer import WarpConfig, WarpRenderer
@@ -49,6 +50,10 @@ class GenerateConfig:
     """Audio-to-motion settings."""
     warp: WarpConfig = field(default_factory=WarpConfig)
     """Warp renderer settings."""
+    renderer: str = "warp"
+    """warp (no training), or diffusion: a diffusion renderer trained on several people (``checkpoint``)."""
+    checkpoint: str = ""
+    """The trained diffusion renderer's folder, for ``renderer: diffusion``."""
 
 
 @dataclass
@@ -112,11 +117,16 @@ def generate(
     )
     lap("motion")
 
-    renderer = WarpRenderer(framed, fit, config.warp)
+    if config.renderer == "diffusion":
+        renderer, motion_in = _portrait_diffusion(config, framed, fit, motion)
+    elif config.renderer == "warp":
+        renderer, motion_in = WarpRenderer(framed, fit, config.warp), motion
+    else:
+        raise InputError(f"unknown renderer {config.renderer!r} for a portrait", "use warp or diffusion")
     compositor = Compositor(framed)
     lap("prepare")
 
-    frames = renderer.render(motion, progress=progress)
+    frames = renderer.render(motion_in, progress=progress)
     with VideoWriter(out, config.fps, (config.size, config.size), audio=speech, crf=config.crf) as writer:
         for head in frames:
             writer.write(compositor.compose(head))
@@ -126,6 +136,24 @@ def generate(
     if save_motion:
         motion.save(out.with_name(out.stem + ".motion.npz"))
     return GenerateResult(out, config_path, motion, len(motion), speech.duration, timings)
+
+
+def _portrait_diffusion(config: GenerateConfig, framed: np.ndarray, fit, motion: MotionSequence):
+    """The diffusion checkpoint ``config.checkpoint`` adapted to this portrait, and the motion it takes."""
+    from renderers.base import load_renderer
+    from renderers.diffusion.renderer import DiffusionRenderer
+
+    if not config.checkpoint:
+        raise InputError(
+            "renderer diffusion needs a trained checkpoint",
+            "train one on several people (talking-portrait train --renderer diffusion --identity A "
+            "--identity B --out DIR) and pass --set checkpoint=DIR",
+        )
+    trained = load_renderer(config.checkpoint)
+    if not isinstance(trained, DiffusionRenderer):
+        raise InputError(f"{config.checkpoint} holds a {trained.name} renderer", "give a diffusion one")
+    renderer = trained.for_portrait(framed, fit)
+    return renderer, renderer.portrait_motion(motion)
 
 
 def demo_inputs() -> tuple[Path, Path, str]:

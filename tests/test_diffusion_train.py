@@ -98,7 +98,7 @@ def test_killed_run_resumes_from_its_last_checkpoint(trained, prepared, tiny, tm
     np.testing.assert_allclose(resumed["loss"], uninterrupted["loss"], rtol=1e-4)
 
 
-def test_several_identities_train_together(prepared, tiny, tmp_path):
+def test_several_identities_train_together(prepared, tiny, tmp_path, portrait_path, demo_speech, capsys):
     other = tmp_path / "ids" / "twin"
     shutil.copytree(prepared.path, other, ignore=shutil.ignore_patterns("renderers"))
     twin = Workspace.open(other)
@@ -113,6 +113,23 @@ def test_several_identities_train_together(prepared, tiny, tmp_path):
     people = [HeadCrops(ws, _frames(ws, "train"), 32, config.conditioning, 4.0) for ws in (prepared, twin)]
     drawn = {CropBatcher(people, config)._slot(k)[0] for k in range(2 * sum(len(p.chunks) for p in people))}
     assert drawn == {0, 1}
+    # the checkpoint paints a new person from one photo (single-portrait use)
+    from pipeline.audio import Audio, load_audio
+    from pipeline.cli import main
+    from pipeline.media import probe_video
+    from pipeline.prepare import write_wav
+
+    speech = load_audio(demo_speech)
+    clip = tmp_path / "one_second.wav"
+    write_wav(clip, Audio(speech.samples[: speech.rate], speech.rate))
+    video = tmp_path / "portrait.mp4"
+    code = main(["generate", "--image", str(portrait_path), "--audio", str(clip), "--out", str(video),
+                 "--size", "256", "--renderer", "diffusion", "--checkpoint", str(out), "-q"])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    assert probe_video(video).num_frames == 25
+    missing = main(["generate", "--image", str(portrait_path), "--audio", str(clip), "--out",
+                    str(tmp_path / "x.mp4"), "--renderer", "diffusion", "-q"])  # fmt: skip
+    assert missing == 2 and "needs a trained checkpoint" in capsys.readouterr().err
 
 
 def test_render_compose_write_and_bad_checkpoints(trained, prepared, demo_speech, tmp_path, capsys):

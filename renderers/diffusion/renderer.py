@@ -9,10 +9,12 @@ goes to the compositor like the NeRF renderer's heads.
 
 from __future__ import annotations
 
+import copy
 from collections.abc import Iterator
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
+import cv2
 import numpy as np
 import torch
 
@@ -105,6 +107,57 @@ class DiffusionRenderer(Renderer):
         ref = ref.expand(len(cond), -1, -1, -1)
         with self.ema.applied(net):
             return net.sample(cond, ref, previous, steps=cfg.steps, scheduler=cfg.sampler, seed=cfg.seed)
+
+    def for_portrait(self, photo: np.ndarray, fit, focal_factor: float = 2.2) -> DiffusionRenderer:
+        """This network painting the person of one photo (single-portrait use of a checkpoint trained on
+        several identities): the photo's fitted face model, a head window around it and the photo as the
+        reference frame. Drive it with :meth:`portrait_motion` of speech motion.
+
+        Args:
+            photo: uint8 [S, S, 3] the framed portrait. fit: its :class:`motion.face_model.FaceFit`.
+            focal_factor: the assumed focal length in photo widths (the fit's camera is weak-perspective).
+        """
+        from motion.geometry import axis_angle_to_matrix
+        from renderers.diffusion.data import to_unit
+        from renderers.nerf.rays import HeadBox
+
+        size = photo.shape[0]
+        focal = focal_factor * size
+        rot = np.asarray(fit.rotation, np.float64)
+        trans = np.asarray(fit.translation, np.float64).copy()
+        trans[0] += (fit.centre[0] - size / 2) / fit.scale
+        trans[1] -= (fit.centre[1] - size / 2) / fit.scale
+        trans[2] = -focal / fit.scale  # perspective depth whose magnification is the fit's scale
+        box = HeadBox.from_shape(fit.shape)
+        x0, y0, x1, y1 = box.pixel_bounds(rot, trans, focal, size)
+        side = int(min(size, np.ceil(max(x1 - x0, y1 - y0) * 1.15)))
+        left = int(np.clip(round((x0 + x1 - side) / 2), 0, size - side))
+        top = int(np.clip(round((y0 + y1 - side) / 2), 0, size - side))
+        n = self.config.network.sample_size
+        crop = photo[top : top + side, left : left + side]
+        reference = to_unit(cv2.resize(crop, (n, n), interpolation=cv2.INTER_AREA))
+        config = copy.deepcopy(self.config)
+        config.image_size, config.focal, config.window = size, float(focal), (left, top, side)
+        out = DiffusionRenderer(config, fit.shape, reference, self.net)
+        out.ema, out.device = self.ema, self.device
+        out.portrait_pose = (axis_angle_to_matrix(rot), trans, fit.shape)
+        return out
+
+    def portrait_motion(self, motion: MotionSequence) -> MotionSequence:
+        """Speech motion (pose as a small delta about the neck) -> absolute poses of the portrait's camera."""
+        from motion import topology as tp
+        from motion.geometry import axis_angle_to_matrix, matrix_to_axis_angle
+
+        base_rot, base_trans, shape = self.portrait_pose
+        eye_y = shape[[tp.LEFT_EYE_CORNERS[0], tp.RIGHT_EYE_CORNERS[0]], 1].mean()
+        height = float(np.ptp(shape[list(tp.FACE_OVAL), 1]))
+        pivot = np.array([0.0, eye_y - 0.9 * height, shape[:, 2].min() - 0.4 * height])
+        pose = np.zeros((len(motion), 6), np.float32)
+        for t, (r, d) in enumerate(zip(motion.pose[:, :3], motion.pose[:, 3:], strict=True)):
+            delta = axis_angle_to_matrix(r.astype(np.float64))
+            pose[t, :3] = matrix_to_axis_angle(base_rot @ delta)
+            pose[t, 3:] = base_rot @ (pivot - delta @ pivot + d) + base_trans
+        return MotionSequence(motion.fps, motion.expression, pose, motion.names)
 
     def render(self, motion: MotionSequence, progress: bool = False) -> Iterator[HeadFrame]:
         motion = motion.with_names(EXPRESSION_NAMES) if motion.names != EXPRESSION_NAMES else motion
