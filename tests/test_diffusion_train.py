@@ -147,6 +147,12 @@ def test_render_compose_write_and_bad_checkpoints(trained, prepared, demo_speech
     assert code == 0, capsys.readouterr().err
     info = probe_video(out)
     assert info.has_audio and info.num_frames == 50 and (info.width, info.height) == (256, 256)
+    report_dir = tmp_path / "eval"
+    code = main(["eval", "--identity", "synthetic", "--workspace", str(prepared.path.parent),
+                 "--renderer", "diffusion", "--max-frames", "6", "--out", str(report_dir), "-q"])  # fmt: skip
+    assert code == 0, capsys.readouterr().err
+    report = json.loads((report_dir / "report.json").read_text())
+    assert report["renderer"] == "diffusion" and 5 < report["self_reenactment"]["psnr"] < 60
 
     _, saved = trained
     from safetensors.numpy import save_file
