@@ -163,3 +163,16 @@ def test_render_compose_write_and_bad_checkpoints(trained, prepared, demo_speech
     save_file({"field.weight": np.zeros((2, 2), np.float32)}, str(foreign / "model.safetensors"))
     with pytest.raises(InputError, match="not a diffusion renderer"):
         load_renderer(foreign)
+
+
+def test_batch_painting_without_the_previous_frame_matches_frame_by_frame(trained, prepared):
+    renderer, _ = trained
+    motion = _motion(prepared, [40, 41, 42])
+    renderer.config.render.previous, renderer.config.render.batch = False, 2
+    try:
+        batched = [h.rgb for h in renderer.render(motion)]
+        single = [next(iter(renderer.render(_motion(prepared, [i])))).rgb for i in (40, 41, 42)]
+    finally:
+        renderer.config.render.previous = True
+    for a, b in zip(batched, single, strict=True):
+        assert np.abs(a.astype(int) - b.astype(int)).max() <= 1  # the same noise: batching changes nothing

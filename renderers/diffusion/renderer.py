@@ -39,7 +39,9 @@ class DiffusionRenderConfig:
     seed: int = 0
     """Seed of the initial noise (the same for every frame)."""
     batch: int = 8
-    """Frames painted at once when the network does not read its previous frame."""
+    """Frames painted at once when no previous frame is fed (``previous`` false, or a network without it)."""
+    previous: bool = True
+    """Feed each frame the previous output (steadier; frames then go one at a time). False paints batches."""
     device: str = "auto"
     """cuda, cpu or auto."""
 
@@ -165,7 +167,7 @@ class DiffusionRenderer(Renderer):
         size = self.config.network.sample_size
         x0, y0, side = self.config.window
         box = (x0, y0, x0 + side, y0 + side)
-        sequential = self.config.network.use_previous
+        sequential = self.config.network.use_previous and self.config.render.previous
         step = 1 if sequential else max(1, self.config.render.batch)
         starts = range(0, len(motion), step)
         if progress:
