@@ -52,10 +52,13 @@ class DiffusionTrainConfig:
     """Decay of the weights' moving average (what renders)."""
     mouth_weight: float = 4.0
     """Loss weight of lip and mouth pixels."""
-    previous_dropout: float = 0.15
+    previous_dropout: float = 0.5
     """Share of samples trained with no previous frame."""
-    previous_noise: float = 0.05
+    previous_noise: float = 0.15
     """Noise added to the previous frame during training (it is the network's own output at render time)."""
+    previous_gap: int = 3
+    """The "previous" frame is 1 to this many frames back, so copying it is wrong often enough that the
+    mouth must come from the conditioning (with the frame just before, a network learns to copy it)."""
     checkpoint_every: int = 1000
     """Steps between checkpoints."""
     eval_every: int = 1000
@@ -102,7 +105,7 @@ class CropBatcher:
         position = {int(i): k for k, i in enumerate(data["ids"])}
         previous = np.zeros_like(data["rgba"][picks])
         for n, k in enumerate(picks):
-            before = position.get(int(data["ids"][k]) - 1)
+            before = position.get(int(data["ids"][k]) - int(rng.integers(1, cfg.previous_gap + 1)))
             if before is not None and rng.random() >= cfg.previous_dropout:
                 noise = rng.normal(0.0, cfg.previous_noise, previous[n].shape).astype(np.float32)
                 previous[n] = np.clip(data["rgba"][before] + noise, -1.0, 1.0)
