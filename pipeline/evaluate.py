@@ -34,7 +34,12 @@ from pipeline.compositor import FootageCompositor
 from pipeline.config import save_config
 from pipeline.errors import InputError
 from pipeline.files import atomic_path, write_json, write_png
-from pipeline.identity_render import adapt_to_identity, with_footage_expression, within_trained_range
+from pipeline.identity_render import (
+    adapt_to_identity,
+    composed,
+    with_footage_expression,
+    within_trained_range,
+)
 from pipeline.media import VideoWriter
 from pipeline.workspace import Workspace, identity_dir
 
@@ -67,17 +72,16 @@ class EvalConfig:
 def _held_out_frames(model_ws: Workspace, target: Workspace, limit: int) -> np.ndarray:
     """The evaluated frames of ``target``: its held-out part when it is the training workspace, else all
     of it; the longest valid run from the start, at most ``limit`` frames."""
-    tracking = target.tracking()
-    span = target.split("holdout") if target.path == model_ws.path else range(target.num_frames)
-    if len(span) == 0:
+    split = "holdout" if target.path == model_ws.path else None
+    if split and len(target.split(split)) == 0:
         raise InputError(
             f"identity {target.path.name} has no held-out frames",
             "prepare it with --holdout 0.1, or evaluate on another clip of the person with --on",
         )
-    frames = [i for i in span if tracking["valid"][i]]
+    frames = target.tracked_frames(split)
     if len(frames) < 3:
         raise InputError(f"{target.path.name} has too few tracked held-out frames", "prepare a longer clip")
-    frames = np.array(frames[:limit])
+    frames = frames[:limit]
     breaks = np.flatnonzero(np.diff(frames) != 1)
     return frames[: breaks[0] + 1] if len(breaks) and breaks[0] + 1 >= 3 else frames
 
@@ -155,13 +159,7 @@ def _plot_mouth(curves: dict[str, np.ndarray], fps: float, path: Path, title: st
 
 
 def _compose_all(renderer, motion: MotionSequence, target: Workspace, frames: np.ndarray, progress: bool):
-    plate = target.background()
-    compositor = FootageCompositor(plate)
-    out = []
-    for t, head in enumerate(renderer.render(motion, progress=progress)):
-        _, rgb, masks = next(target.iter_frames([int(frames[t])]))
-        out.append(compositor.compose(head, rgb, masks))
-    return out
+    return list(composed(renderer, motion, target, frames, FootageCompositor(target.background()), progress))
 
 
 def evaluate_identity(

@@ -11,6 +11,7 @@ the background can be swapped for a colour or an image (:class:`pipeline.composi
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -129,8 +130,7 @@ def with_footage_expression(
 
 
 def _pose_frames(ws: Workspace, tracking: dict[str, np.ndarray], length: int, poses: str) -> np.ndarray:
-    valid = tracking["valid"]
-    train = np.array([i for i in ws.split("train") if valid[i]])
+    train = ws.tracked_frames("train", tracking)
     if len(train) == 0:
         raise InputError(f"identity {ws.path.name} has no usable frames", "prepare a longer clip")
     if poses == "footage":
@@ -140,6 +140,20 @@ def _pose_frames(ws: Workspace, tracking: dict[str, np.ndarray], length: int, po
         calmest = train[int(np.argmin(np.linalg.norm(rot - np.median(rot, 0), axis=1)))]
         return np.full(length, calmest)
     raise InputError(f"unknown pose source {poses!r}", "use --poses footage, static or a .npz MotionSequence")
+
+
+def composed(
+    renderer,
+    motion: MotionSequence,
+    ws: Workspace,
+    frames: np.ndarray,
+    compositor: FootageCompositor,
+    progress: bool = False,
+) -> Iterator[np.ndarray]:
+    """Output frames: each rendered head of ``motion`` composed into footage frame ``frames[t]`` of ``ws``."""
+    for t, head in enumerate(renderer.render(motion, progress=progress)):
+        _, frame, masks = next(ws.iter_frames([int(frames[t])]))
+        yield compositor.compose(head, frame, masks)
 
 
 def render_identity(
@@ -188,8 +202,7 @@ def render_identity(
     driven = MotionSequence(ws.fps, expression.astype(np.float32), pose.astype(np.float32), names)
     compositor = FootageCompositor(ws.background(), background=parse_background(config.background))
     with VideoWriter(out, ws.fps, (ws.size, ws.size), audio=speech, crf=config.crf) as writer:
-        for t, head in enumerate(renderer.render(driven, progress=progress)):
-            _, frame, masks = next(ws.iter_frames([int(frames[t])]))
-            writer.write(compositor.compose(head, frame, masks))
+        for frame in composed(renderer, driven, ws, frames, compositor, progress):
+            writer.write(frame)
     save_config(config, out.with_name(out.stem + ".config.yaml"))
     return out

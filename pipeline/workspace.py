@@ -257,18 +257,31 @@ class Workspace:
             c = self.chunk(i // self.chunk_size)
             yield i, c.frame(i % self.chunk_size), c.masks(i % self.chunk_size)
 
+    def by_chunk(self, indices: Sequence[int]) -> dict[int, list[int]]:
+        """``indices`` grouped by the chunk that holds them (chunk number -> frame indices, in order)."""
+        groups: dict[int, list[int]] = {}
+        for i in indices:
+            groups.setdefault(int(i) // self.chunk_size, []).append(int(i))
+        return groups
+
     def iter_shuffled(self, indices: Sequence[int], seed: int = 0) -> Iterator[tuple[int, np.ndarray, Any]]:
         """Yield ``(index, rgb, masks)`` for ``indices`` in a random order that still reads each chunk once:
         chunks in random order, frames shuffled within each (a training epoch that streams)."""
         rng = np.random.default_rng(seed)
-        by_chunk: dict[int, list[int]] = {}
-        for i in indices:
-            by_chunk.setdefault(int(i) // self.chunk_size, []).append(int(i))
+        by_chunk = self.by_chunk(indices)
         for c in rng.permutation(sorted(by_chunk)):
             frames = by_chunk[int(c)]
             yield from self.iter_frames([frames[k] for k in rng.permutation(len(frames))])
 
     # ---- derived data ------------------------------------------------------------------------------
+    def tracked_frames(
+        self, split: str | None = None, tracking: dict[str, np.ndarray] | None = None
+    ) -> np.ndarray:
+        """int64 indices of the frames of ``split`` (None: all) whose tracking is valid."""
+        valid = (self.tracking() if tracking is None else tracking)["valid"]
+        span = range(self.num_frames) if split is None else self.split(split)
+        return np.array([i for i in span if valid[i]], dtype=np.int64)
+
     def tracking(self) -> dict[str, np.ndarray]:
         """The arrays of ``tracking.npz`` (see :func:`pipeline.prepare.save_tracking`)."""
         self.require("tracking")

@@ -156,6 +156,19 @@ def plot_curves(log_path: Path, out_path: Path, title: str) -> None:
     plt.close(fig)
 
 
+def scheduled(items: list, step: int, steps_per_item: int, seed: int):
+    """The item (a chunk of frames) that training step ``step`` works on: ``steps_per_item`` steps each, all
+    items once per epoch in an order drawn from (seed, epoch), so a resumed run draws the same ones."""
+    slot = step // steps_per_item
+    epoch, pos = divmod(slot, len(items))
+    return items[np.random.default_rng([seed, epoch]).permutation(len(items))[pos]]
+
+
+def spread(items: list, count: int) -> list:
+    """Up to ``count`` items evenly spread over ``items``, first and last included."""
+    return [items[int(k)] for k in np.linspace(0, len(items) - 1, min(count, len(items)))]
+
+
 def as_json(data: dict) -> dict:
     """``data`` as it reads back from JSON (tuples become lists), for comparing with a saved state."""
     return json.loads(json.dumps(data))

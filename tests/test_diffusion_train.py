@@ -57,9 +57,8 @@ def test_tiny_preset_learns(trained, prepared, tiny):
         assert (out / name).is_file(), name
     # the same noise and timesteps on the same frames: the trained network does clearly better than at start
     from renderers.diffusion.data import HeadCrops
-    from renderers.diffusion.train import _frames
 
-    crops = HeadCrops(prepared, _frames(prepared, "train"), 32, tiny.conditioning, tiny.mouth_weight)
+    crops = HeadCrops(prepared, prepared.tracked_frames("train"), 32, tiny.conditioning, tiny.mouth_weight)
     batch = CropBatcher([crops], tiny).batch(0)
     torch.manual_seed(tiny.seed)
     initial = HeadDiffusion(tiny.network)
@@ -108,9 +107,10 @@ def test_several_identities_train_together(prepared, tiny, tmp_path, portrait_pa
     state = json.loads((out / "training_state.json").read_text())
     assert state["identities"] == ["synthetic", "twin"]
     from renderers.diffusion.data import HeadCrops
-    from renderers.diffusion.train import _frames
 
-    people = [HeadCrops(ws, _frames(ws, "train"), 32, config.conditioning, 4.0) for ws in (prepared, twin)]
+    people = [
+        HeadCrops(ws, ws.tracked_frames("train"), 32, config.conditioning, 4.0) for ws in (prepared, twin)
+    ]
     drawn = {CropBatcher(people, config)._slot(k)[0] for k in range(2 * sum(len(p.chunks) for p in people))}
     assert drawn == {0, 1}
     # the checkpoint paints a new person from one photo (single-portrait use)

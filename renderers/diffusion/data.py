@@ -18,18 +18,18 @@ from renderers.nerf.rays import HeadBox
 
 
 def head_window(
-    tracking: dict[str, np.ndarray], image_size: int, margin: float = 0.06
+    shape: np.ndarray,
+    focal: float,
+    rotations: np.ndarray,
+    translations: np.ndarray,
+    image_size: int,
+    margin: float = 0.06,
 ) -> tuple[int, int, int]:
-    """(x0, y0, side) of the square that holds the head box's projection in every valid frame, grown by
-    ``margin`` of its side and kept inside the frame."""
-    box = HeadBox.from_shape(tracking["shape"])
-    focal = float(tracking["focal"])
-    valid = np.flatnonzero(tracking["valid"])
+    """(x0, y0, side) of the square that holds the projection of the head box of ``shape`` at every pose
+    (rotations, translations [T, 3]), grown by ``margin`` of its side on each side and kept in the frame."""
+    box = HeadBox.from_shape(shape)
     bounds = np.array(
-        [
-            box.pixel_bounds(tracking["rotation"][i], tracking["translation"][i], focal, image_size)
-            for i in valid
-        ]
+        [box.pixel_bounds(r, t, focal, image_size) for r, t in zip(rotations, translations, strict=True)]
     )
     x0, y0 = bounds[:, :2].min(0)
     x1, y1 = bounds[:, 2:].max(0)
@@ -71,12 +71,13 @@ class HeadCrops:
         self.size = size
         self.mouth_weight = mouth_weight
         self.tracking = ws.tracking()
-        self.window = head_window(self.tracking, ws.size)
+        t, valid = self.tracking, self.tracking["valid"]
+        self.window = head_window(
+            t["shape"], float(t["focal"]), t["rotation"][valid], t["translation"][valid], ws.size
+        )
         self.conditioner = FaceConditioner.from_tracking(self.tracking, conditioning).cropped(self.window)
         self.frames = np.asarray(frames)
-        self.by_chunk: dict[int, list[int]] = {}
-        for i in self.frames:
-            self.by_chunk.setdefault(int(i) // ws.chunk_size, []).append(int(i))
+        self.by_chunk = ws.by_chunk(self.frames)
         self.chunks = sorted(self.by_chunk)
         self.reference_index = reference_index(self.tracking, self.frames)
         self.reference = to_unit(self.crop(ws.frame(self.reference_index)))

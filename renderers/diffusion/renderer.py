@@ -120,8 +120,7 @@ class DiffusionRenderer(Renderer):
             focal_factor: the assumed focal length in photo widths (the fit's camera is weak-perspective).
         """
         from motion.geometry import axis_angle_to_matrix
-        from renderers.diffusion.data import to_unit
-        from renderers.nerf.rays import HeadBox
+        from renderers.diffusion.data import head_window, to_unit
 
         size = photo.shape[0]
         focal = focal_factor * size
@@ -130,11 +129,7 @@ class DiffusionRenderer(Renderer):
         trans[0] += (fit.centre[0] - size / 2) / fit.scale
         trans[1] -= (fit.centre[1] - size / 2) / fit.scale
         trans[2] = -focal / fit.scale  # perspective depth whose magnification is the fit's scale
-        box = HeadBox.from_shape(fit.shape)
-        x0, y0, x1, y1 = box.pixel_bounds(rot, trans, focal, size)
-        side = int(min(size, np.ceil(max(x1 - x0, y1 - y0) * 1.15)))
-        left = int(np.clip(round((x0 + x1 - side) / 2), 0, size - side))
-        top = int(np.clip(round((y0 + y1 - side) / 2), 0, size - side))
+        left, top, side = head_window(fit.shape, focal, rot[None], trans[None], size, margin=0.075)
         n = self.config.network.sample_size
         crop = photo[top : top + side, left : left + side]
         reference = to_unit(cv2.resize(crop, (n, n), interpolation=cv2.INTER_AREA))

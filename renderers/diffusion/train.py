@@ -27,7 +27,7 @@ from renderers.diffusion.data import HeadCrops
 from renderers.diffusion.model import EMA, DiffusionNetConfig, HeadDiffusion, init_from_pretrained
 from renderers.diffusion.renderer import DiffusionModelConfig, DiffusionRenderConfig, DiffusionRenderer
 from renderers.nerf.renderer import pick_device
-from renderers.training import restore_optimizer, resume_state, run_training
+from renderers.training import restore_optimizer, resume_state, run_training, scheduled, spread
 
 log = logging.getLogger(__name__)
 
@@ -90,10 +90,8 @@ class CropBatcher:
         self.slots = [(p, c) for p, person in enumerate(people) for c in person.chunks]
 
     def _slot(self, step: int) -> tuple[int, int]:
-        slot = step // self.config.steps_per_chunk
-        epoch, pos = divmod(slot, len(self.slots))
-        order = np.random.default_rng([self.config.seed, epoch]).permutation(len(self.slots))
-        return self.slots[order[pos]]
+        """(identity, chunk) of step ``step``."""
+        return scheduled(self.slots, step, self.config.steps_per_chunk, self.config.seed)
 
     def batch(self, step: int) -> dict[str, np.ndarray]:
         cfg = self.config
@@ -116,11 +114,6 @@ class CropBatcher:
             "previous": previous,
             "reference": np.broadcast_to(crops.reference, (len(picks), *crops.reference.shape)).copy(),
         }
-
-
-def _frames(ws: Workspace, split: str) -> np.ndarray:
-    valid = ws.tracking()["valid"]
-    return np.array([i for i in ws.split(split) if valid[i]], dtype=np.int64)
 
 
 def model_config_for(ws: Workspace, crops: HeadCrops, config: DiffusionTrainConfig) -> DiffusionModelConfig:
@@ -178,7 +171,7 @@ def train(
     people = []
     for ws in people_ws:
         ws.require("tracking")
-        frames = _frames(ws, "train")
+        frames = ws.tracked_frames("train")
         if len(frames) == 0:
             raise InputError(
                 f"identity {ws.path.name} has no usable training frames", "prepare a longer clip"
@@ -215,10 +208,7 @@ def train(
         log.info("resuming %s from step %d", out_dir, start)
 
     batcher = CropBatcher(people, config)
-    holdout = list(_frames(people_ws[0], "holdout"))
-    eval_ids = [
-        holdout[int(k)] for k in np.linspace(0, len(holdout) - 1, min(config.eval_frames, len(holdout)))
-    ]
+    eval_ids = spread(list(people_ws[0].tracked_frames("holdout")), config.eval_frames)
     autocast = config.mixed_precision and device.type == "cuda"
 
     def step(k: int) -> dict[str, float]:

@@ -26,7 +26,7 @@ from pipeline.workspace import Workspace
 from renderers.nerf.field import FieldConfig
 from renderers.nerf.rays import HeadBox, camera_rays, volume_render
 from renderers.nerf.renderer import NerfModelConfig, NerfRenderConfig, NerfRenderer, pick_device
-from renderers.training import restore_optimizer, resume_state, run_training
+from renderers.training import restore_optimizer, resume_state, run_training, scheduled, spread
 
 log = logging.getLogger(__name__)
 
@@ -97,18 +97,9 @@ class RayBatcher:
         self.focal = renderer.config.focal * self.scale
         self.renderer = renderer
         self.tracking = ws.tracking()
-        self.by_chunk: dict[int, np.ndarray] = {}
-        for i in frames:
-            self.by_chunk.setdefault(int(i) // ws.chunk_size, [])
-            self.by_chunk[int(i) // ws.chunk_size].append(int(i))
+        self.by_chunk = ws.by_chunk(frames)
         self.chunks = sorted(self.by_chunk)
         self._loaded: tuple[int, dict] | None = None
-
-    def _chunk_for_step(self, step: int) -> int:
-        slot = step // self.config.steps_per_chunk
-        epoch, pos = divmod(slot, len(self.chunks))
-        order = np.random.default_rng([self.config.seed, epoch]).permutation(len(self.chunks))
-        return self.chunks[order[pos]]
 
     def _load(self, chunk: int) -> dict:
         if self._loaded is not None and self._loaded[0] == chunk:
@@ -136,7 +127,7 @@ class RayBatcher:
         """Pixels, frame indices and targets of step ``step``: ``rays`` random rays (``rgb``, ``alpha``,
         ``weight`` targets), then the mouth patches' rays (``patch_rgb``, ``patch_alpha``)."""
         cfg = self.config
-        data = self._load(self._chunk_for_step(step))
+        data = self._load(scheduled(self.chunks, step, cfg.steps_per_chunk, cfg.seed))
         rng = np.random.default_rng([cfg.seed, step, 1])
         count = min(cfg.frames_per_batch, len(data["ids"]))
         picks = rng.choice(len(data["ids"]), count, replace=False)
@@ -200,7 +191,7 @@ class RayBatcher:
 
 
 def _train_frames(ws: Workspace, tracking: dict[str, np.ndarray]) -> np.ndarray:
-    frames = np.array([i for i in ws.split("train") if tracking["valid"][i]])
+    frames = ws.tracked_frames("train", tracking)
     if len(frames) == 0:
         raise InputError(f"identity {ws.path.name} has no usable training frames", "prepare a longer clip")
     return frames
@@ -352,9 +343,7 @@ def train(
 
     batcher = RayBatcher(ws, frames, config, renderer)
     holdout = list(ws.split("holdout")) or list(frames[-config.eval_frames :])
-    eval_ids = [
-        holdout[int(k)] for k in np.linspace(0, len(holdout) - 1, min(config.eval_frames, len(holdout)))
-    ]
+    eval_ids = spread(holdout, config.eval_frames)
     expression = torch.as_tensor(tracking["expression"], dtype=torch.float32, device=device)
     rotation = torch.as_tensor(tracking["rotation"], dtype=torch.float32, device=device)
     translation = torch.as_tensor(tracking["translation"], dtype=torch.float32, device=device)
