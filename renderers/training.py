@@ -174,16 +174,36 @@ def as_json(data: dict) -> dict:
     return json.loads(json.dumps(data))
 
 
+RUN_LENGTH = ("iterations", "checkpoint_every", "eval_every")
+"""Training settings that say how long a run goes and how often it reports, not what it learns: a run
+resumes with other values (``--set iterations=N`` extends a finished run)."""
+
+
+def _what_it_learns(settings: dict[str, Any]) -> dict[str, Any]:
+    train = settings.get("train")
+    if not isinstance(train, dict):
+        return settings
+    return {**settings, "train": {k: v for k, v in train.items() if k not in RUN_LENGTH}}
+
+
 def resume_state(directory: Path, settings: dict[str, Any]) -> dict[str, Any] | None:
     """The saved training state of ``directory`` when it holds a run with the same ``settings`` (model and
-    training config as JSON), None when it holds none; a run with other settings is an error."""
+    training config as JSON; the :data:`RUN_LENGTH` ones may differ), None when it holds none; a run with
+    other settings is an error."""
     state = load_training_state(directory)
     if state is None:
         return None
-    if any(state.get(key) != value for key, value in as_json(settings).items()):
+    wanted = _what_it_learns(as_json(settings))
+    saved = _what_it_learns({key: state.get(key) for key in wanted})
+    changed = sorted(key for key, value in wanted.items() if saved[key] != value)
+    if changed:
+        detail = changed
+        if changed == ["train"]:
+            detail = sorted(k for k, v in wanted["train"].items() if (saved["train"] or {}).get(k) != v)
         raise InputError(
-            f"{directory} holds a run with other settings",
-            "use the same preset and config to resume, or another output folder",
+            f"{directory} holds a run with other settings ({', '.join(detail)} differ)",
+            "use the same preset and config to resume (only iterations, checkpoint_every and eval_every "
+            "may change), or another output folder",
         )
     return state
 
@@ -221,7 +241,8 @@ def run_training(
         from tqdm import tqdm
 
         bar = tqdm(total=iterations, initial=start, desc=title, unit="step", leave=False)
-    t0 = time.perf_counter()
+    state = load_training_state(directory) if start else None
+    t0 = time.perf_counter() - float((state or {}).get("seconds", 0.0))  # a resumed run's time adds up
     last_checkpoint = start
     try:
         for k in range(start, iterations):

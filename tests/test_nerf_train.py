@@ -3,6 +3,8 @@ identical pixels, and a killed run resumes where it stopped."""
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 
@@ -110,8 +112,16 @@ def test_killed_run_resumes_from_its_last_checkpoint(trained, prepared, tiny, tm
     resumed, uninterrupted = read_log(out / "train_log.csv"), read_log(full / "train_log.csv")
     np.testing.assert_array_equal(resumed["step"], uninterrupted["step"])
     np.testing.assert_allclose(resumed["loss"], uninterrupted["loss"], rtol=1e-4)
-    with pytest.raises(Exception, match="other settings"):
+    with pytest.raises(Exception, match=r"other settings \(size differ\)"):
         train(prepared, out, load_config(NerfTrainConfig, "nerf_tiny.yaml", ["size=48"]))
+    # a finished run goes on with more iterations, and its time adds up
+    seconds = json.loads((out / "training_state.json").read_text())["seconds"]
+    steps.clear()
+    train(prepared, out, dataclasses.replace(tiny, iterations=tiny.iterations + 5), on_step=steps.append)
+    assert steps == list(range(tiny.iterations + 1, tiny.iterations + 6))
+    state = json.loads((out / "training_state.json").read_text())
+    assert state["step"] == tiny.iterations + 5 and state["seconds"] > seconds
+    assert read_log(out / "train_log.csv")["step"][-1] == tiny.iterations + 5
 
 
 def test_render_compose_write_gives_a_playable_video(trained, prepared, demo_speech, tmp_path, capsys):
