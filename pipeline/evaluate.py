@@ -11,7 +11,8 @@ clip of the same person, ``--on``), each composed into the real frame exactly as
   the real ones: mouth landmark distance (LMD, pixels at 512 x 512, mouth centred) and the correlation of
   the mouth opening over time. This measures lip sync end to end.
 
-The report folder holds ``report.json``, ``frames.png`` (real | reenacted | audio-driven), ``mouth.png``
+The report folder holds ``report.json``, ``frames.png`` (real | reenacted | audio-driven), ``mouths.png``
+(close-ups of the widest-open mouths, where teeth show), ``mouth.png``
 (mouth opening over time) and ``side_by_side.mp4`` (real | audio-driven, with the audio).
 """
 
@@ -125,6 +126,18 @@ def _image_metrics(fake: np.ndarray, real: np.ndarray, box: tuple[int, int, int,
         with torch.no_grad():
             out["lpips_face"] = float(lpips(metrics.as_nchw(fa), metrics.as_nchw(fb)).mean())
     return out
+
+
+def _widest_openings(opening: np.ndarray, count: int, gap: int) -> list[int]:
+    """Up to ``count`` frames with the widest mouth openings, at least ``gap`` frames apart, in time order
+    (where teeth show and renderers differ most)."""
+    picked: list[int] = []
+    for k in np.argsort(-np.nan_to_num(opening, nan=-np.inf)):
+        if len(picked) == count or not np.isfinite(opening[k]):
+            break
+        if all(abs(int(k) - p) >= gap for p in picked):
+            picked.append(int(k))
+    return sorted(picked)
 
 
 def _sheet(rows: list[tuple[str, list[np.ndarray]]], path: Path) -> None:
@@ -271,6 +284,17 @@ def evaluate_identity(
         [("real", small(real)), ("reenacted: tracked motion", small(reenacted)),
          ("audio-driven: motion from the clip's speech", small(spoken))],
         report_dir / "frames.png",
+    )  # fmt: skip
+    wide = _widest_openings(opening["real footage"], config.sheet_frames, round(target.fps / 2))
+    boxes = [metrics.mouth_box(real_lm[k], target.size) for k in wide]
+    mouths = lambda images: [
+        cv2.resize(metrics.crop(images[k], box), (160, 160), interpolation=cv2.INTER_CUBIC)
+        for k, box in zip(wide, boxes, strict=True)
+    ]
+    _sheet(
+        [("real: the widest-open mouths of the clip", mouths(real)), ("reenacted", mouths(reenacted)),
+         ("audio-driven", mouths(spoken))],
+        report_dir / "mouths.png",
     )  # fmt: skip
     _plot_mouth(opening, target.fps, report_dir / "mouth.png", f"{identity} on {target.path.name}")
     if config.video:

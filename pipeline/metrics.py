@@ -160,14 +160,31 @@ def face_box(landmarks, size, margin: float = 0.1) -> tuple[int, int, int, int]:
     the image's ``(width, height)`` or one number for a square image, and the box is clipped to it. The
     box's far edges are exclusive, so ``img[y0:y1, x0:x1]`` is the crop.
     """
-    pts = np.asarray(landmarks, np.float64)[..., tp.FACE_OVAL, :2].reshape(-1, 2)
+    lo, hi = _extent(landmarks, tp.FACE_OVAL, "face-oval")
+    grow = (hi - lo) * margin
+    return _clipped_box(lo - grow, hi + grow, size)
+
+
+def mouth_box(landmarks, size, zoom: float = 2.0) -> tuple[int, int, int, int]:
+    """Square box ``(x0, y0, x1, y1)`` centred on the lips, ``zoom`` times the mouth's width on a side (the
+    lips, teeth and the skin around them); ``landmarks`` and ``size`` as in :func:`face_box`."""
+    lo, hi = _extent(landmarks, tp.LIPS_UPPER_OUTER + tp.LIPS_LOWER_OUTER, "lip")
+    half = 0.5 * zoom * max(hi[0] - lo[0], hi[1] - lo[1])
+    centre = 0.5 * (lo + hi)
+    return _clipped_box(centre - half, centre + half, size)
+
+
+def _extent(landmarks, points, what: str) -> tuple[np.ndarray, np.ndarray]:
+    """Lowest and highest x, y of ``points`` over every frame of ``landmarks``."""
+    pts = np.asarray(landmarks, np.float64)[..., list(points), :2].reshape(-1, 2)
     pts = pts[np.isfinite(pts).all(1)]
     if len(pts) == 0:
-        raise ValueError("no finite face-oval landmarks")
+        raise ValueError(f"no finite {what} landmarks")
+    return pts.min(0), pts.max(0)
+
+
+def _clipped_box(lo: np.ndarray, hi: np.ndarray, size) -> tuple[int, int, int, int]:
     width, height = (size, size) if np.isscalar(size) else size
-    lo, hi = pts.min(0), pts.max(0)
-    grow = (hi - lo) * margin
-    lo, hi = lo - grow, hi + grow
     x0 = int(np.clip(np.floor(lo[0]), 0, width))
     y0 = int(np.clip(np.floor(lo[1]), 0, height))
     x1 = int(np.clip(np.ceil(hi[0]), 0, width))

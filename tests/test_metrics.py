@@ -18,6 +18,7 @@ from pipeline.metrics import (
     as_nchw,
     crop,
     face_box,
+    mouth_box,
     mouth_landmark_distance,
     mouth_opening,
     pearson,
@@ -315,3 +316,16 @@ def test_face_box_and_crop():
     assert crop(img, box).shape == (240, 120, 3)
     np.testing.assert_array_equal(crop(img, box), img[30:270, 90:210])
     assert crop(torch.from_numpy(img).permute(2, 0, 1), box).shape == (3, 240, 120)
+
+
+def test_mouth_box_is_a_square_around_the_lips():
+    lm = np.full((tp.NUM_POINTS, 3), 10.0)  # every other point far from the lips
+    lips = np.unique(tp.LIPS_UPPER_OUTER + tp.LIPS_LOWER_OUTER)
+    lm[lips, 0] = np.linspace(200, 260, len(lips))  # 60 wide
+    lm[lips, 1] = np.linspace(300, 320, len(lips))  # 20 high, centre (230, 310)
+    assert mouth_box(lm, 512) == (170, 250, 290, 370)
+    assert mouth_box(lm, 512, zoom=1.0) == (200, 280, 260, 340)
+    assert mouth_box(lm, (280, 512)) == (170, 250, 280, 370)  # clipped to the image
+    lm[lips] = np.nan
+    with pytest.raises(ValueError, match="lip"):
+        mouth_box(lm, 512)

@@ -172,7 +172,7 @@ def test_eval_writes_image_and_lip_sync_figures(trained, prepared, tmp_path, cap
     s = report["self_reenactment"]
     assert 8 < s["psnr"] < 60 and 0 < s["ssim"] <= 1 and 0 < s["ssim_face"] <= 1
     assert 0 <= report["audio_driven"]["faces_found"] <= 1
-    for name in ("frames.png", "mouth.png", "eval.config.yaml"):
+    for name in ("frames.png", "mouths.png", "mouth.png", "eval.config.yaml"):
         assert (out / name).is_file(), name
     info = probe_video(out / "side_by_side.mp4")
     assert (info.width, info.height) == (512, 256) and info.has_audio and info.num_frames == 8
