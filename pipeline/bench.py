@@ -11,6 +11,8 @@ from pathlib import Path
 
 import numpy as np
 
+from pipeline.errors import InputError
+
 
 def machine() -> str:
     """One line describing this machine."""
@@ -135,7 +137,6 @@ def bench_prepare(
     import sys
 
     from pipeline.audio import ffmpeg_exe
-    from pipeline.errors import InputError
     from pipeline.media import probe_video
 
     root = Path(out)
@@ -328,4 +329,146 @@ def bench_diffusion(
             results[f"{size}px_{n}steps"] = fps
             print(f"  {preset} net ({params:.1f} M weights) at {size}x{size}, {n} {sampler} steps, "
                   f"batch {batch}: {fps:.2f} frames/s")  # fmt: skip
+    return results
+
+
+def bench_autoencoder(
+    identity: str,
+    workspace: str | None = None,
+    renderer: str = "",
+    size: int = 0,
+    factor: int = 4,
+    seconds: float = 600.0,
+    batch: int = 8,
+    preset: str = "full",
+    steps: int = 4,
+    device: str = "auto",
+) -> dict:
+    """What a latent diffusion renderer would gain and lose against the pixel-space one.
+
+    Trains a small :class:`diffusers.AutoencoderKL` (``factor`` x smaller latents, 4 channels) on the
+    identity's head crops for ``seconds``, then reports its reconstruction PSNR on held-out frames over the
+    head window and over the lips and mouth (a latent renderer cannot paint better than its decoder), beside
+    the same figures for the trained pixel renderer ``renderer`` when given. Also times, per frame at
+    ``steps`` steps, the ``preset`` network painting at ``size`` px against the same network on the latent
+    grid plus one decoder pass.
+    """
+    import torch
+    from diffusers import AutoencoderKL
+
+    from pipeline.config import load_config
+    from pipeline.workspace import Workspace, identity_dir
+    from renderers.base import load_renderer
+    from renderers.diffusion.conditioning import ConditioningConfig
+    from renderers.diffusion.data import HeadCrops
+    from renderers.diffusion.model import HeadDiffusion
+    from renderers.diffusion.train import DiffusionTrainConfig
+    from renderers.nerf.renderer import pick_device
+    from renderers.training import spread
+
+    levels = round(float(np.log2(factor))) + 1
+    if factor < 2 or 2 ** (levels - 1) != factor:
+        raise InputError(f"--factor must be a power of two of at least 2, not {factor}", "use 4 or 8")
+    dev = pick_device(device)
+    sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
+    ws = Workspace.open(identity_dir(identity, workspace))
+    pixel = None
+    if renderer:
+        path = ws.path / "renderers" / renderer
+        if not (path / "model.safetensors").is_file():
+            raise InputError(f"{path} holds no trained renderer", "name one under the identity's renderers/")
+        pixel = load_renderer(path)
+        pixel.device = dev
+        size = size or pixel.config.network.sample_size
+    size = size or 128
+    if size % factor:
+        raise InputError(f"--size {size} is not a multiple of --factor {factor}", "pick sizes that divide")
+    conditioning = pixel.config.conditioning if pixel is not None else ConditioningConfig()
+    crops = HeadCrops(ws, ws.tracked_frames("train"), size, conditioning, mouth_weight=4.0)
+    data = [crops.chunk(c) for c in crops.chunks]
+    rgba = torch.as_tensor(np.concatenate([d["rgba"] for d in data]))
+    weight = torch.as_tensor(np.concatenate([d["weight"] for d in data]))
+    held = spread(list(ws.tracked_frames("holdout")), 16)
+    target = torch.as_tensor(crops.target(held))
+    cond = crops.conditioning(np.array(held))
+    mouth = torch.as_tensor(crops.weight(cond) > 1.0)
+    print(f"machine: {machine()}; date: {time.strftime('%Y-%m-%d')}")
+    print(
+        f"{identity}: {len(rgba)} training crops, {len(held)} held-out, {size} px, latents {factor}x smaller"
+    )
+
+    def scores(painted: torch.Tensor) -> dict[str, float]:
+        unit = lambda x: (x.float().cpu() + 1.0) / 2.0
+        colour = unit(painted[:, :3]) * unit(painted[:, 3:]) - unit(target[:, :3]) * unit(target[:, 3:])
+        err = torch.cat([colour, unit(painted[:, 3:]) - unit(target[:, 3:])], 1) ** 2
+        inside = mouth.expand_as(err)
+        db = lambda mse: float(10 * torch.log10(1.0 / mse.clamp(min=1e-10)))
+        return {"psnr_window": db(err.mean()), "psnr_mouth": db(err[inside].mean())}
+
+    torch.manual_seed(0)
+    ae = AutoencoderKL(
+        in_channels=4, out_channels=4, latent_channels=4, layers_per_block=1, norm_num_groups=32,
+        down_block_types=("DownEncoderBlock2D",) * levels, up_block_types=("UpDecoderBlock2D",) * levels,
+        block_out_channels=(64, 128, 256, 256, 512)[:levels], sample_size=size,
+    ).to(dev)  # fmt: skip
+    optimizer = torch.optim.AdamW(ae.parameters(), lr=5e-4)
+    generator = torch.Generator().manual_seed(0)
+    start, step = time.perf_counter(), 0
+    while time.perf_counter() - start < seconds:
+        pick = torch.randint(0, len(rgba), (batch,), generator=generator)
+        x, w = rgba[pick].to(dev), weight[pick].to(dev)
+        posterior = ae.encode(x).latent_dist
+        recon = ae.decode(posterior.sample(generator=None)).sample
+        loss = ((recon - x).abs() * w).mean() + 1e-6 * posterior.kl().mean()
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+        step += 1
+    trained_for = time.perf_counter() - start
+    ae.eval()
+    with torch.no_grad():
+        recon = ae.decode(ae.encode(target.to(dev)).latent_dist.mode()).sample
+    results: dict = {"autoencoder": {"steps": step, "seconds": trained_for, **scores(recon)}}
+    a = results["autoencoder"]
+    print(
+        f"  autoencoder after {trained_for:.0f} s ({step} steps of {batch}): reconstruction PSNR "
+        f"{a['psnr_window']:.2f} dB over the head window, {a['psnr_mouth']:.2f} dB over lips and mouth"
+    )
+    if pixel is not None:
+        p = results["pixel_renderer"] = scores(pixel.paint(cond))
+        print(
+            f"  pixel renderer {renderer} ({pixel.config.render.steps} steps): {p['psnr_window']:.2f} dB "
+            f"over the head window, {p['psnr_mouth']:.2f} dB over lips and mouth"
+        )
+
+    base = load_config(DiffusionTrainConfig, f"diffusion_{preset}.yaml").network
+    nets = {}
+    for name, side in (("pixel", size), ("latent", size // factor)):
+        config = type(base)(**{**base.__dict__, "sample_size": side})
+        factor_ok = side % 2 ** (len(config.block_out_channels) - 1) == 0
+        nets[name] = HeadDiffusion(config).to(dev).eval() if factor_ok else None
+    decoder_in = torch.randn(1, 4, size // factor, size // factor, device=dev)
+    with torch.no_grad():
+        times = {"decoder": _timed(lambda: ae.decode(decoder_in), 2, sync)}
+        for name, net in nets.items():
+            if net is None:
+                continue
+            side = net.config.sample_size
+            x = torch.randn(1, 4, side, side, device=dev)
+            c = torch.rand(1, net.config.conditioning_channels, side, side, device=dev)
+            r = torch.rand(1, 3, side, side, device=dev)
+            times[name] = _timed(lambda net=net, x=x, c=c, r=r: net(x, 500, c, r), 2, sync)
+    per_frame = {"pixel": steps * times["pixel"]}
+    if "latent" in times:
+        per_frame["latent"] = steps * times["latent"] + times["decoder"]
+    results["seconds_per_frame"] = per_frame
+    line = f"  {preset} net, {steps} steps, one frame on {dev.type}: pixel {per_frame['pixel']:.3f} s"
+    if "latent" in per_frame:
+        line += (
+            f", latent {per_frame['latent']:.3f} s ({steps} x {times['latent']:.3f} s network + "
+            f"{times['decoder']:.3f} s decoder)"
+        )
+    else:
+        line += f" (the {preset} net cannot run on a {size // factor} px latent grid)"
+    print(line)
     return results

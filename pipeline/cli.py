@@ -183,6 +183,16 @@ def _run_bench_diffusion(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_bench_autoencoder(args: argparse.Namespace) -> int:
+    from pipeline.bench import bench_autoencoder
+
+    bench_autoencoder(
+        args.identity, args.workspace, renderer=args.renderer, size=args.size, factor=args.factor,
+        seconds=args.seconds, preset=args.preset, device=args.device,
+    )  # fmt: skip
+    return 0
+
+
 def _run_bench_prepare(args: argparse.Namespace) -> int:
     from pipeline.bench import bench_prepare
 
@@ -257,6 +267,21 @@ def build_parser() -> argparse.ArgumentParser:
     bdiff.add_argument("--batch", type=int, default=4, help="frames painted at once (4)")
     bdiff.add_argument("--device", default="auto", help="cuda, cpu or auto")
     bdiff.set_defaults(func=_run_bench_diffusion)
+
+    bae = bench_sub.add_parser(
+        "autoencoder", help="latent or pixel diffusion: a small autoencoder's reconstruction and the cost"
+    )
+    bae.add_argument("--identity", required=True, help="a prepared identity to train the autoencoder on")
+    bae.add_argument("--workspace", help="root folder of the identities (default outputs/identities)")
+    bae.add_argument(
+        "--renderer", default="", help="a trained pixel diffusion renderer to compare (e.g. diffusion)"
+    )
+    bae.add_argument("--size", type=int, default=0, help="crop side (default: the renderer's, else 128)")
+    bae.add_argument("--factor", type=int, default=4, help="latent downsampling (4)")
+    bae.add_argument("--seconds", type=float, default=600, help="autoencoder training time (600)")
+    bae.add_argument("--preset", choices=["tiny", "preview", "full"], default="full", help="network timed")
+    bae.add_argument("--device", default="auto", help="cuda, cpu or auto")
+    bae.set_defaults(func=_run_bench_autoencoder)
 
     prep = sub.add_parser("prepare", help="footage of one person -> an identity workspace for training")
     prep.add_argument(

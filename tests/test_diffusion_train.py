@@ -176,3 +176,17 @@ def test_batch_painting_without_the_previous_frame_matches_frame_by_frame(traine
         renderer.config.render.previous = True
     for a, b in zip(batched, single, strict=True):
         assert np.abs(a.astype(int) - b.astype(int)).max() <= 1  # the same noise: batching changes nothing
+
+
+def test_bench_autoencoder_weighs_latent_against_pixel_space(trained, prepared, capsys):
+    from pipeline.cli import main
+
+    root = str(prepared.path.parent)
+    args = ["--renderer", "diffusion", "--seconds", "1", "--preset", "tiny", "--device", "cpu"]
+    code = main(["bench", "autoencoder", "--identity", "synthetic", "--workspace", root, *args])
+    out = capsys.readouterr().out
+    assert code == 0
+    assert "reconstruction PSNR" in out and "pixel renderer diffusion" in out
+    assert "latent" in out and "decoder" in out
+    bad = main(["bench", "autoencoder", "--identity", "synthetic", "--workspace", root, "--factor", "3"])
+    assert bad == 2 and "power of two" in capsys.readouterr().err
