@@ -4,7 +4,8 @@ Two passes over the same held-out frames (the identity's own held-out end, or ev
 clip of the same person, ``--on``), each composed into the real frame exactly as ``render`` composes:
 
 - self-reenactment: the renderer driven by the motion tracked on those frames. PSNR and SSIM against the
-  real frames over the full frame and over the face box; LPIPS on the face box when its weights are here.
+  real frames over the full frame and over the face box; LPIPS on the face box when its weights are here;
+  flicker, the mean difference between the rendered and the real frame-to-frame change in the face box.
   This measures the renderer alone.
 - audio-driven: the renderer driven by the motion stage from the clip's own audio (poses, blinks and the
   rest of the face from the footage, as ``render`` does). Landmarks tracked on the output are compared with
@@ -257,6 +258,8 @@ def evaluate_identity(
         "audio-driven": metrics.mouth_opening(spoken_lm),
     }
     mean = {k: float(np.nanmean([m[k] for m in per_frame])) for k in per_frame[0]}
+    boxes = [metrics.face_box(tracking["landmarks"][i], target.size) for i in frames]
+    mean["temporal_error_face"] = metrics.temporal_error(reenacted, real, boxes)
     report = {
         "identity": identity,
         "evaluated_on": target.path.name,
@@ -317,7 +320,8 @@ def format_report(report: dict[str, Any]) -> str:
         f"frames {report['frames'][0]}-{report['frames'][1]} ({report['seconds']:.1f} s)",
         f"  self-reenactment: PSNR {s['psnr']:.2f} dB, SSIM {s['ssim']:.3f}; face box PSNR "
         f"{s['psnr_face']:.2f} dB, SSIM {s['ssim_face']:.3f}"
-        + (f", LPIPS {s['lpips_face']:.3f}" if "lpips_face" in s else " (LPIPS: weights not here)"),
+        + (f", LPIPS {s['lpips_face']:.3f}" if "lpips_face" in s else " (LPIPS: weights not here)")
+        + f"; flicker {100 * s['temporal_error_face']:.2f} % (frame-to-frame change unlike the footage's)",
         f"  audio-driven: mouth LMD {a['lmd_mouth_px_at_512']:.2f} px @512, mouth-opening correlation "
         f"{a['mouth_opening_correlation']:.2f} (faces found {100 * a['faces_found']:.0f}%)",
         f"  reenacted lips: LMD {r['lmd_mouth_px_at_512']:.2f} px, "

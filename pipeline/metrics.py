@@ -200,6 +200,24 @@ def crop(img, box: tuple[int, int, int, int]):
     return np.asarray(img)[y0:y1, x0:x1]
 
 
+def temporal_error(fake, real, boxes) -> float:
+    """Flicker: the mean of ``|(fake_t - fake_t-1) - (real_t - real_t-1)|`` over the boxes (0-1 scale).
+
+    An error that stays put from frame to frame cancels out; what changes between frames and does not change
+    in the real footage (shimmer, popping, a mouth that jumps) counts. ``fake`` and ``real`` are sequences of
+    ``[H, W, C]`` images (uint8 or in [0, 1]); ``boxes[t]`` (from :func:`face_box`) is where frames ``t - 1``
+    and ``t`` are compared. nan for fewer than two frames.
+    """
+    if len(fake) != len(real) or len(boxes) != len(real):
+        raise ValueError(f"{len(fake)} rendered frames, {len(real)} real ones and {len(boxes)} boxes")
+    scale = lambda img: np.asarray(img, np.float32) / (255.0 if np.asarray(img).dtype == np.uint8 else 1.0)
+    errors = []
+    for t in range(1, len(real)):
+        a, b, c, d = (scale(crop(x, boxes[t])) for x in (fake[t], fake[t - 1], real[t], real[t - 1]))
+        errors.append(float(np.abs((a - b) - (c - d)).mean()))
+    return float(np.mean(errors)) if errors else math.nan
+
+
 # ------------------------------------------------------------------------------------------------------------
 # lip-sync metrics
 # ------------------------------------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from pipeline.metrics import (
     pearson,
     psnr,
     ssim,
+    temporal_error,
 )
 
 # ------------------------------------------------------------------------------------------------------------
@@ -329,3 +330,25 @@ def test_mouth_box_is_a_square_around_the_lips():
     lm[lips] = np.nan
     with pytest.raises(ValueError, match="lip"):
         mouth_box(lm, 512)
+
+
+def test_temporal_error_counts_flicker_not_a_steady_error():
+    rng = np.random.default_rng(0)
+    base = rng.integers(20, 200, (20, 30, 3))
+    real = [(base + 2 * t).astype(np.uint8) for t in range(5)]  # a textured face, slowly brightening
+    boxes = [(0, 0, 30, 20)] * 5
+    assert temporal_error(real, real, boxes) == 0.0
+    offset = [np.clip(r.astype(int) + 40, 0, 255).astype(np.uint8) for r in real]
+    steady = [np.full_like(r, 128) for r in real]  # wrong, but the same wrong in every frame
+    flicker = [np.full_like(r, 128 + 60 * (t % 2)) for t, r in enumerate(real)]
+    assert temporal_error(offset, real, boxes) < 0.1  # a constant shift cancels (up to clipping)
+    assert temporal_error(steady, real, boxes) < 0.01  # wrong, yet steady: no flicker
+    assert temporal_error(flicker, real, boxes) > 0.2
+    half = [(0, 0, 15, 20)] * 5  # only the box counts
+    flicker_right = [f.copy() for f in steady]
+    for t in range(5):
+        flicker_right[t][:, 15:] = 255 * (t % 2)
+    assert temporal_error(flicker_right, real, half) == temporal_error(steady, real, half)
+    assert np.isnan(temporal_error(real[:1], real[:1], boxes[:1]))
+    with pytest.raises(ValueError, match="boxes"):
+        temporal_error(real, real, boxes[:2])

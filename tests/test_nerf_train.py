@@ -171,6 +171,7 @@ def test_eval_writes_image_and_lip_sync_figures(trained, prepared, tmp_path, cap
     assert report["frames"][0] == prepared.split("holdout")[0]
     s = report["self_reenactment"]
     assert 8 < s["psnr"] < 60 and 0 < s["ssim"] <= 1 and 0 < s["ssim_face"] <= 1
+    assert 0 <= s["temporal_error_face"] < 0.5 and "flicker" in captured.out
     assert 0 <= report["audio_driven"]["faces_found"] <= 1
     for name in ("frames.png", "mouths.png", "mouth.png", "eval.config.yaml"):
         assert (out / name).is_file(), name
