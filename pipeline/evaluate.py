@@ -60,7 +60,9 @@ class EvalConfig:
     max_frames: int = 250
     """Longest stretch of held-out frames evaluated (contiguous, from the start of the held-out part)."""
     resolution: int = 0
-    """Side the head is rendered at (0: the trained renderer's own setting)."""
+    """Side the NeRF renderer renders the head at (0: the trained renderer's own setting)."""
+    steps: int = 0
+    """Denoising steps of the diffusion renderer (0: the trained renderer's own setting)."""
     sheet_frames: int = 6
     """Frames shown in ``frames.png``."""
     video: bool = True
@@ -211,11 +213,17 @@ def evaluate_identity(
         )
     renderer = load_renderer(model_dir)
     tracking = target.tracking()
-    if hasattr(renderer, "config"):
-        if config.resolution:
-            renderer.config.render.resolution = config.resolution
-        if hasattr(renderer.config, "focal"):  # the camera of the clip evaluated on
-            renderer.config.focal = float(tracking["focal"])
+    render_settings = getattr(getattr(renderer, "config", None), "render", None)
+    for name in ("resolution", "steps"):
+        value = getattr(config, name)
+        if value and not hasattr(render_settings, name):
+            raise InputError(
+                f"the {config.renderer} renderer has no {name} setting", f"leave {name} out for this renderer"
+            )
+        if value:
+            setattr(render_settings, name, value)
+    if hasattr(getattr(renderer, "config", None), "focal"):  # the camera of the clip evaluated on
+        renderer.config.focal = float(tracking["focal"])
     frames = _held_out_frames(model_ws, target, config.max_frames)
     names = tuple(str(n) for n in tracking["names"])
     pose = np.concatenate([tracking["rotation"][frames], tracking["translation"][frames]], 1)

@@ -153,6 +153,15 @@ def test_render_compose_write_and_bad_checkpoints(trained, prepared, demo_speech
     assert code == 0, capsys.readouterr().err
     report = json.loads((report_dir / "report.json").read_text())
     assert report["renderer"] == "diffusion" and 5 < report["self_reenactment"]["psnr"] < 60
+    one_step = main(["eval", "--identity", "synthetic", "--workspace", str(prepared.path.parent),
+                     "--renderer", "diffusion", "--max-frames", "6", "--out", str(tmp_path / "eval1"),
+                     "--set", "steps=1", "-q"])  # fmt: skip
+    assert one_step == 0, capsys.readouterr().err
+    report1 = json.loads((tmp_path / "eval1" / "report.json").read_text())
+    assert report1["self_reenactment"]["psnr"] != report["self_reenactment"]["psnr"]
+    wrong = main(["eval", "--identity", "synthetic", "--workspace", str(prepared.path.parent),
+                  "--renderer", "diffusion", "--set", "resolution=64", "-q"])  # fmt: skip
+    assert wrong == 2 and "no resolution setting" in capsys.readouterr().err
 
     _, saved = trained
     from safetensors.numpy import save_file
