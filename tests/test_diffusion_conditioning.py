@@ -176,6 +176,25 @@ def test_mouth_interior_closed_and_open(cond):
     assert (lips[ring > 0]).mean() > 0.9  # the interior is surrounded by lips
 
 
+def test_supersampled_masks_follow_a_thin_opening_smoothly(mean):
+    from renderers.diffusion.conditioning import ConditioningConfig
+
+    soft = FaceConditioner(mean, FOCAL, SIZE, ConditioningConfig(supersample=4))
+    small = 64  # the preview network's size: a nearly closed mouth is under a pixel high here
+    openings = [0.0, 0.03, 0.06, 0.09, 0.12, 0.15]
+    area = [channel(soft.render(coeffs(jaw_open=j), ZERO, TRANS, small), "mouth").sum() for j in openings]
+    assert np.all(np.diff(area) > 0), area  # every step of the jaw shows
+    img = soft.render(coeffs(jaw_open=0.06), ZERO, TRANS, small)
+    mouth = channel(img, "mouth")
+    assert 0 < mouth.max() < 1  # a thin opening is a faint line, not whole pixels
+    assert ((mouth > 0) & (mouth < 1)).sum() > 0
+    # each pixel is the mean of a 4 x 4 block of a one-sample render at 4x the side
+    fine = FaceConditioner(mean, FOCAL, SIZE).render(coeffs(jaw_open=0.06), ZERO, TRANS, small * 4)
+    np.testing.assert_allclose(img, fine.reshape(len(CHANNELS), small, 4, small, 4).mean((2, 4)), atol=1e-6)
+    with pytest.raises(ValueError, match="supersample"):
+        ConditioningConfig(supersample=0)
+
+
 def test_blink_hides_the_eye(cond):
     img = cond.render(coeffs(blink_left=1.0), ZERO, TRANS, SIZE)
     eyes = channel(img, "eyes") > 0

@@ -43,11 +43,11 @@ CHANNELS: tuple[str, ...] = (
   of their caps (interpolated across the hole).
 - ``depth`` in [0, 1]: camera depth over the visible face, normalised per frame: 1 at the nearest face pixel,
   0 at the farthest (``coverage`` tells the farthest from the background).
-- region masks in {0, 1}: ``skin`` (face surface that is none of the following), ``lips`` (between the
-  outer and inner lip contours), ``mouth`` (the mouth interior: the opening inside the inner lip contour),
-  ``eyes`` (the openings between the lids, irises included), ``irises`` (iris discs where they show through
-  the eye openings), ``brows``.
-- ``coverage`` in {0, 1}: every pixel the face (surface or opening) is drawn on.
+- region masks in {0, 1} (with ``supersample`` > 1, in [0, 1]: the share of the pixel covered): ``skin``
+  (face surface that is none of the following), ``lips`` (between the outer and inner lip contours),
+  ``mouth`` (the mouth interior: the opening inside the inner lip contour), ``eyes`` (the openings between
+  the lids, irises included), ``irises`` (iris discs where they show through the eye openings), ``brows``.
+- ``coverage`` in {0, 1} (or a share, as the masks): every pixel the face (surface or opening) is drawn on.
 """
 CHANNEL_INDEX: dict[str, int] = {name: i for i, name in enumerate(CHANNELS)}
 
@@ -76,6 +76,14 @@ class ConditioningConfig:
     """Side of the square conditioning image in pixels (when a call gives no size)."""
     mouth_margin: float = 0.3
     """Padding of :meth:`FaceConditioner.mouth_box` on each side of the lips, in mouth widths."""
+    supersample: int = 1
+    """Rasterise at this many times the side and average down: region masks and edges become the share of
+    each pixel they cover, so a thin mouth opening shows as a faint line that grows with the opening instead
+    of whole pixels that come and go with where it falls on the pixel grid (1: hard, one sample a pixel)."""
+
+    def __post_init__(self) -> None:
+        if self.supersample < 1:
+            raise ValueError(f"supersample must be at least 1, not {self.supersample}")
 
 
 @dataclass(frozen=True)
@@ -256,8 +264,7 @@ class FaceConditioner:
         """Conditioning image float32 [C, size, size] of one frame: expression [E], rotation [3] (axis-angle),
         translation [3] (the tracking's convention)."""
         cam = self.camera_vertices(expression, rotation, translation)
-        size = size or self.config.size
-        out = np.zeros((len(CHANNELS), size, size), np.float32)
+        out = np.zeros((len(CHANNELS), size or self.config.size, size or self.config.size), np.float32)
         self._render_camera(cam, out)
         return out
 
@@ -275,6 +282,18 @@ class FaceConditioner:
         for i, cam in enumerate(cams):
             self._render_camera(cam, out[i])
         return out
+
+    def _render_camera(self, cam: np.ndarray, out: np.ndarray) -> None:
+        """Rasterise camera-space vertices [481, 3] into ``out``, a zeroed conditioning image [C, S, S],
+        ``config.supersample`` samples a side per pixel."""
+        k = self.config.supersample
+        if k == 1:
+            self._rasterise(cam, out)
+            return
+        channels, size = out.shape[0], out.shape[-1]
+        fine = np.zeros((channels, size * k, size * k), np.float32)
+        self._rasterise(cam, fine)
+        out[:] = fine.reshape(channels, size, k, size, k).mean((2, 4))
 
     def mouth_box(
         self,
@@ -298,8 +317,8 @@ class FaceConditioner:
         start = np.floor(centre - side / 2)
         return np.clip(np.concatenate([start, start + side], -1), 0, size).astype(np.int64)
 
-    def _render_camera(self, cam: np.ndarray, out: np.ndarray) -> None:
-        """Rasterise camera-space vertices [481, 3] into ``out``, a zeroed conditioning image [C, S, S]."""
+    def _rasterise(self, cam: np.ndarray, out: np.ndarray) -> None:
+        """Rasterise camera-space vertices [481, 3] into ``out`` (a zeroed [C, S, S]), one sample a pixel."""
         mesh = self._mesh
         size = out.shape[-1]
         depth = np.maximum(-cam[:, 2], 1e-3)
