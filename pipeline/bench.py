@@ -356,11 +356,12 @@ def bench_autoencoder(
     import torch
     from diffusers import AutoencoderKL
 
+    from pipeline import metrics
     from pipeline.config import load_config
     from pipeline.workspace import Workspace, identity_dir
     from renderers.base import load_renderer
     from renderers.diffusion.conditioning import ConditioningConfig
-    from renderers.diffusion.data import HeadCrops
+    from renderers.diffusion.data import HeadCrops, premultiplied
     from renderers.diffusion.model import HeadDiffusion
     from renderers.diffusion.train import DiffusionTrainConfig
     from renderers.nerf.renderer import pick_device
@@ -398,12 +399,8 @@ def bench_autoencoder(
     )
 
     def scores(painted: torch.Tensor) -> dict[str, float]:
-        unit = lambda x: (x.float().cpu() + 1.0) / 2.0
-        colour = unit(painted[:, :3]) * unit(painted[:, 3:]) - unit(target[:, :3]) * unit(target[:, 3:])
-        err = torch.cat([colour, unit(painted[:, 3:]) - unit(target[:, 3:])], 1) ** 2
-        inside = mouth.expand_as(err)
-        db = lambda mse: float(10 * torch.log10(1.0 / mse.clamp(min=1e-10)))
-        return {"psnr_window": db(err.mean()), "psnr_mouth": db(err[inside].mean())}
+        p, t = premultiplied(painted), premultiplied(target)
+        return {"psnr_window": metrics.psnr(p, t), "psnr_mouth": metrics.psnr(p, t, mask=mouth)}
 
     torch.manual_seed(0)
     ae = AutoencoderKL(

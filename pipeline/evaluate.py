@@ -216,12 +216,13 @@ def evaluate_identity(
     render_settings = getattr(getattr(renderer, "config", None), "render", None)
     for name in ("resolution", "steps"):
         value = getattr(config, name)
-        if value and not hasattr(render_settings, name):
+        if not value:
+            continue
+        if not hasattr(render_settings, name):
             raise InputError(
                 f"the {config.renderer} renderer has no {name} setting", f"leave {name} out for this renderer"
             )
-        if value:
-            setattr(render_settings, name, value)
+        setattr(render_settings, name, value)
     if hasattr(getattr(renderer, "config", None), "focal"):  # the camera of the clip evaluated on
         renderer.config.focal = float(tracking["focal"])
     frames = _held_out_frames(model_ws, target, config.max_frames)
@@ -241,9 +242,9 @@ def evaluate_identity(
     reenacted = _compose_all(renderer, tracked, target, frames, progress)
     real = [rgb for _, rgb, _ in target.iter_frames([int(i) for i in frames])]
     scale = METRIC_SIZE / target.size
+    boxes = [metrics.face_box(tracking["landmarks"][i], target.size) for i in frames]
     per_frame = [
-        _image_metrics(fake, gt, metrics.face_box(tracking["landmarks"][i], target.size), lpips)
-        for fake, gt, i in zip(reenacted, real, frames, strict=True)
+        _image_metrics(fake, gt, box, lpips) for fake, gt, box in zip(reenacted, real, boxes, strict=True)
     ]
 
     # audio-driven
@@ -266,7 +267,6 @@ def evaluate_identity(
         "audio-driven": metrics.mouth_opening(spoken_lm),
     }
     mean = {k: float(np.nanmean([m[k] for m in per_frame])) for k in per_frame[0]}
-    boxes = [metrics.face_box(tracking["landmarks"][i], target.size) for i in frames]
     mean["temporal_error_face"] = metrics.temporal_error(reenacted, real, boxes)
     report = {
         "identity": identity,

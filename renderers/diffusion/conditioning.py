@@ -264,7 +264,8 @@ class FaceConditioner:
         """Conditioning image float32 [C, size, size] of one frame: expression [E], rotation [3] (axis-angle),
         translation [3] (the tracking's convention)."""
         cam = self.camera_vertices(expression, rotation, translation)
-        out = np.zeros((len(CHANNELS), size or self.config.size, size or self.config.size), np.float32)
+        size = size or self.config.size
+        out = np.zeros((len(CHANNELS), size, size), np.float32)
         self._render_camera(cam, out)
         return out
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import cv2
 import numpy as np
+import torch
 
 from pipeline.workspace import Workspace
 from renderers.diffusion.conditioning import CHANNEL_INDEX, ConditioningConfig, FaceConditioner
@@ -49,6 +50,13 @@ def reference_index(tracking: dict[str, np.ndarray], frames: np.ndarray) -> int:
 def to_unit(image: np.ndarray) -> np.ndarray:
     """uint8 [H, W, C] -> float32 [C, H, W] in [-1, 1]."""
     return image.transpose(2, 0, 1).astype(np.float32) / 127.5 - 1.0
+
+
+def premultiplied(rgba: np.ndarray | torch.Tensor) -> torch.Tensor:
+    """RGBA [N, 4, H, W] in [-1, 1] -> float32 CPU tensor [N, 4, H, W] in [0, 1]: colour times matte, and the
+    matte (what held-out figures compare: the colour outside the head does not count)."""
+    x = (torch.as_tensor(rgba).detach().float().cpu() + 1.0) / 2.0
+    return torch.cat([x[:, :3] * x[:, 3:], x[:, 3:]], 1)
 
 
 class HeadCrops:

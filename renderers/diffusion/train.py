@@ -19,11 +19,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from pipeline import metrics
 from pipeline.config import to_dict
 from pipeline.errors import InputError, ResourceError
 from pipeline.workspace import Workspace
 from renderers.diffusion.conditioning import ConditioningConfig
-from renderers.diffusion.data import HeadCrops
+from renderers.diffusion.data import HeadCrops, premultiplied
 from renderers.diffusion.model import EMA, DiffusionNetConfig, HeadDiffusion, init_from_pretrained
 from renderers.diffusion.renderer import DiffusionModelConfig, DiffusionRenderConfig, DiffusionRenderer
 from renderers.nerf.renderer import pick_device
@@ -132,14 +133,8 @@ def evaluate(renderer: DiffusionRenderer, crops: HeadCrops, frames: list[int]) -
     """PSNR (dB) of the painted RGBA against the held-out frames' crops (colour times matte, and matte)."""
     if not frames:
         return {}
-    target = crops.target(frames)
-    painted = renderer.paint(crops.conditioning(np.array(frames))).float().cpu().numpy()
-    unit = lambda x: (x + 1.0) / 2.0
-    colour = unit(painted[:, :3]) * unit(painted[:, 3:]) - unit(target[:, :3]) * unit(target[:, 3:])
-    mse = float(
-        np.mean(np.concatenate([colour.ravel(), (unit(painted[:, 3]) - unit(target[:, 3])).ravel()]) ** 2)
-    )
-    return {"psnr_holdout": float(10 * np.log10(1.0 / max(mse, 1e-10)))}
+    painted = renderer.paint(crops.conditioning(np.array(frames)))
+    return {"psnr_holdout": metrics.psnr(premultiplied(painted), premultiplied(crops.target(frames)))}
 
 
 def _out_of_memory(config: DiffusionTrainConfig, step: int, last: int) -> ResourceError:
