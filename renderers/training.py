@@ -213,7 +213,7 @@ def run_training(
     renderer,
     optimizer: torch.optim.Optimizer,
     settings: dict[str, Any],
-    start: int,
+    resumed: dict[str, Any] | None,
     iterations: int,
     step: Callable[[int], dict[str, float]],
     every: tuple[int, int],
@@ -228,21 +228,22 @@ def run_training(
 
     Args:
         directory: the checkpoint folder. settings: saved with every checkpoint (see :func:`resume_state`).
-        start: first step (0, or the resumed checkpoint's step). iterations: last step.
+        resumed: the saved state the run goes on from (:func:`resume_state`), None for a new run: its step
+            is the first step and its training time adds up. iterations: last step.
         step: runs optimisation step ``k`` (0-based) and returns its log row (``loss`` and any parts).
         every: (checkpoint_every, eval_every) in steps. evaluate: held-out figures for the log.
         out_of_memory: the error to raise when CUDA runs out of memory at (step, last checkpoint step).
         before_final_checkpoint: called once before the last checkpoint is written.
     """
     checkpoint_every, eval_every = every
+    start = int(resumed["step"]) if resumed is not None else 0
     run_log = TrainingLog(directory, start if start else None)
     bar = None
     if progress:
         from tqdm import tqdm
 
         bar = tqdm(total=iterations, initial=start, desc=title, unit="step", leave=False)
-    state = load_training_state(directory) if start else None
-    t0 = time.perf_counter() - float((state or {}).get("seconds", 0.0))  # a resumed run's time adds up
+    t0 = time.perf_counter() - float((resumed or {}).get("seconds", 0.0))
     last_checkpoint = start
     try:
         for k in range(start, iterations):

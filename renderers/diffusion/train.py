@@ -190,7 +190,6 @@ def train(
         "train": to_dict(config),
         "identities": [ws.path.name for ws in people_ws],
     }
-    start = 0
     state = resume_state(out_dir, settings)
     if state is not None:
         from renderers.base import load_renderer
@@ -199,8 +198,7 @@ def train(
         net.load_state_dict(saved.net.state_dict())
         renderer.ema.load_state_dict({k: v.to(device) for k, v in saved.ema.state_dict().items()})
         restore_optimizer(out_dir, optimizer, state)
-        start = int(state["step"])
-        log.info("resuming %s from step %d", out_dir, start)
+        log.info("resuming %s from step %d", out_dir, state["step"])
 
     batcher = CropBatcher(people, config)
     eval_ids = spread(list(people_ws[0].tracked_frames("holdout")), config.eval_frames)
@@ -225,7 +223,7 @@ def train(
         return {"loss": float(loss.detach()), **{name: float(v) for name, v in parts.items()}}
 
     run_training(
-        out_dir, renderer, optimizer, settings, start, config.iterations, step,
+        out_dir, renderer, optimizer, settings, state, config.iterations, step,
         (config.checkpoint_every, config.eval_every), lambda: evaluate(renderer, first, eval_ids),
         f"diffusion on {', '.join(ws.path.name for ws in people_ws)}",
         lambda k, last: _out_of_memory(config, k, last), None, progress, on_step,

@@ -328,7 +328,6 @@ def train(
         betas=(0.9, 0.99),
     )
     settings = {"model": asdict(model_config), "train": to_dict(config)}
-    start = 0
     state = resume_state(out_dir, settings)
     if state is not None:
         from renderers.base import load_renderer
@@ -338,8 +337,7 @@ def train(
         if grid is not None:
             grid.load_state_dict(saved.occupancy.state_dict())
         restore_optimizer(out_dir, optimizer, state)
-        start = int(state["step"])
-        log.info("resuming %s from step %d", out_dir, start)
+        log.info("resuming %s from step %d", out_dir, state["step"])
 
     batcher = RayBatcher(ws, frames, config, renderer)
     holdout = list(ws.split("holdout")) or list(frames[-config.eval_frames :])
@@ -385,7 +383,7 @@ def train(
             log.info("occupancy grid: %.1f%% of the head box", 100 * grid.occupied_fraction())
 
     run_training(
-        out_dir, renderer, optimizer, settings, start, config.iterations, step,
+        out_dir, renderer, optimizer, settings, state, config.iterations, step,
         (config.checkpoint_every, config.eval_every), held_out, f"nerf on {ws.path.name}",
         lambda k, last: _out_of_memory(config, k, last), final_grid, progress, on_step,
     )  # fmt: skip
