@@ -20,14 +20,14 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
+from common.errors import InputError
+from motion.audio import Audio
 from motion.audio_features import AudioFeatures, VadParams, analyse_audio, speech_spans, to_frames
 from motion.blendshapes import EXPRESSION_INDEX, EXPRESSION_NAMES, MOUTH_NAMES
 from motion.idle import blink_curves, emphasis_curve, head_pose
 from motion.phonemes import PhoneSegment, audio_to_phones
 from motion.sequence import MotionSequence
 from motion.visemes import closure_curve, coarticulate
-from pipeline.audio import Audio
-from pipeline.errors import InputError
 
 _JAW = EXPRESSION_INDEX["jaw_open"]
 _LIPS_TOGETHER = EXPRESSION_INDEX["lips_together"]

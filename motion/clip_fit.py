@@ -25,7 +25,8 @@ import torch
 
 from motion import topology as tp
 from motion.blendshapes import EXPRESSION_INDEX, EXPRESSION_NAMES
-from motion.face_model import _RIGID, FaceModel, _rigid_weights, build_expression_basis, eye_aperture
+from motion.camera import project_points
+from motion.face_model import RIGID_POINTS, FaceModel, build_expression_basis, eye_aperture, rigid_weights
 from motion.geometry import matrix_to_axis_angle
 
 
@@ -116,42 +117,6 @@ class ClipFit:
         )
 
 
-def project_points(verts, rotvec, trans, focal, image_size, numpy: bool = False):
-    """Model points [T, N, 3] under poses [T, 3] + [T, 3] -> pixels [T, N, 2] (torch or numpy)."""
-    if numpy:
-        verts, rotvec, trans = (
-            torch.as_tensor(np.asarray(a), dtype=torch.float64) for a in (verts, rotvec, trans)
-        )
-        focal = torch.as_tensor(float(focal), dtype=torch.float64)
-    rot = _rotation_matrices(rotvec)
-    cam = torch.einsum("tij,tnj->tni", rot, verts) + trans[:, None, :]
-    depth = (-cam[..., 2]).clamp_min(1e-3)
-    h, w = image_size
-    u = w / 2 + focal * cam[..., 0] / depth
-    v = h / 2 - focal * cam[..., 1] / depth
-    out = torch.stack([u, v], -1)
-    return out.numpy().astype(np.float32) if numpy else out
-
-
-def _rotation_matrices(rotvec: torch.Tensor) -> torch.Tensor:
-    """Axis-angle [T, 3] -> rotation matrices [T, 3, 3] (Rodrigues, safe at zero)."""
-    theta2 = (rotvec * rotvec).sum(-1, keepdim=True)
-    theta = torch.sqrt(theta2 + 1e-12)
-    k = rotvec / theta
-    zero = torch.zeros_like(k[:, 0])
-    kx = torch.stack(
-        [
-            torch.stack([zero, -k[:, 2], k[:, 1]], -1),
-            torch.stack([k[:, 2], zero, -k[:, 0]], -1),
-            torch.stack([-k[:, 1], k[:, 0], zero], -1),
-        ],
-        -2,
-    )
-    sin, cos = torch.sin(theta)[..., None], torch.cos(theta)[..., None]
-    eye = torch.eye(3, dtype=rotvec.dtype).expand(len(rotvec), 3, 3)
-    return eye + sin * kx + (1 - cos) * (kx @ kx)
-
-
 def _batched_similarity(source: np.ndarray, target: np.ndarray, weights: np.ndarray):
     """Umeyama per frame: ``target[t] ~ s[t] * R[t] @ source + c[t]``; source [N, 3], target [T, N, 3]."""
     w = weights / weights.sum()
@@ -223,7 +188,7 @@ def fit_clip(
     h, w = image_size
     px_scale = w / 512.0  # loss scales are stated at 512 px
     mean = FaceModel().mean.astype(np.float64)
-    rigid_w = _rigid_weights()
+    rigid_w = rigid_weights()
 
     # 1. Per-frame similarity fit to the tracker's 3D points: rough pose and the face in the model frame.
     fill = _fill_invalid(pts, valid)
@@ -280,7 +245,7 @@ def fit_clip(
     shape_delta = torch.zeros_like(shape_ref, requires_grad=True)
     log_focal = torch.tensor(np.log(focal0), dtype=dt, requires_grad=True)
     frame_w = torch.as_tensor(valid, dtype=dt)
-    anchors = [int(np.flatnonzero(ids == i)[0]) for i in _RIGID]
+    anchors = [int(np.flatnonzero(ids == i)[0]) for i in RIGID_POINTS]
     c = cfg.robust_scale_px * px_scale
     n_valid = max(int(valid.sum()), 1)
 
@@ -385,7 +350,7 @@ def fit_points() -> np.ndarray:
     groups = (
         tp.FACE_OVAL, tp.LIPS_UPPER_OUTER, tp.LIPS_LOWER_OUTER, tp.LIPS_UPPER_INNER, tp.LIPS_LOWER_INNER,
         tp.LEFT_EYE_UPPER, tp.LEFT_EYE_LOWER, tp.RIGHT_EYE_UPPER, tp.RIGHT_EYE_LOWER, tp.LEFT_BROW,
-        tp.RIGHT_BROW, _RIGID,
+        tp.RIGHT_BROW, RIGID_POINTS,
     )  # fmt: skip
     ids = sorted({int(i) for g in groups for i in g})
     return np.array(ids)
@@ -419,7 +384,7 @@ def per_frame_pnp(fit: ClipFit, landmarks: np.ndarray, valid: np.ndarray) -> tup
     cam = np.array([[fit.focal, 0, w / 2], [0, fit.focal, h / 2], [0, 0, 1]], np.float64)
     # OpenCV's camera looks down +z with y down: flip y and z of the model-to-camera map.
     flip = np.diag([1.0, -1.0, -1.0])
-    ids = np.array([i for i in range(468) if _rigid_weights()[i] >= 0.3])
+    ids = np.array([i for i in range(468) if rigid_weights()[i] >= 0.3])
     obj = fit.shape[ids].astype(np.float64)
     rot_out = fit.rotation.astype(np.float64).copy()
     trans_out = fit.translation.astype(np.float64).copy()

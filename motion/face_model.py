@@ -22,7 +22,7 @@ from motion.geometry import axis_angle_to_matrix, matrix_to_axis_angle, similari
 DATA_FILE = Path(__file__).parent / "data" / "face_model.npz"
 
 # Vertices that stay put under expressions: the pose fit leans on them.
-_RIGID = (
+RIGID_POINTS = (
     tp.NOSE_BRIDGE, 6, 197, 195, 5, 4, tp.NOSE_TIP, 33, 133, 263, 362, 127, 356, 234, 454, 10, 151, 9, 8,
 )  # fmt: skip
 
@@ -269,7 +269,7 @@ class FaceModel:
         pts = np.asarray(landmarks.points, np.float64)
         idx = np.asarray(landmarks.indices)
         ref = self.mean if shape is None else np.asarray(shape)
-        weights = _rigid_weights()[idx]
+        weights = rigid_weights()[idx]
         if landmarks.has_depth:
             obs = pts * np.array([1.0, -1.0, -1.0])  # pixels in the model frame's axes
             scale, rot, trans = similarity_align(ref[idx], obs, weights)
@@ -332,14 +332,14 @@ class FaceModel:
 
 
 @lru_cache(maxsize=1)
-def _rigid_weights() -> np.ndarray:
+def rigid_weights() -> np.ndarray:
     """Per-vertex weights [478] of the pose fit: stiff upper-face points count, jaw and lids barely."""
     mean = _load_data()["mean"]
     movable = set(tp.LEFT_EYE_UPPER + tp.LEFT_EYE_LOWER + tp.RIGHT_EYE_UPPER + tp.RIGHT_EYE_LOWER)
     movable |= set(tp.LEFT_BROW + tp.RIGHT_BROW + tp.LEFT_IRIS + tp.RIGHT_IRIS)
     w = np.where(mean[:, 1] > mean[tp.NOSE_TIP, 1], 0.3, 0.02)  # the lower face moves with the jaw
     w[list(movable)] = 0.05
-    w[list(_RIGID)] = 1.0
+    w[list(RIGID_POINTS)] = 1.0
     return w
 
 

@@ -22,7 +22,7 @@ from typing import NamedTuple
 
 import numpy as np
 
-from pipeline.audio import Audio
+from motion.audio import Audio
 
 # The 39 ARPAbet phones of CMUdict, plus silence.
 PHONES: tuple[str, ...] = (

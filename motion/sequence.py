@@ -7,8 +7,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from common.files import save_npz
 from motion.blendshapes import EXPRESSION_NAMES
-from pipeline.files import save_npz
 
 SCHEMA_VERSION = 1
 

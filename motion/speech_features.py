@@ -43,6 +43,9 @@ from pathlib import Path
 
 import numpy as np
 
+from common.errors import InputError
+from common.files import save_npz
+from motion.audio import Audio
 from motion.phonemes import (
     _FRAME_RATE,
     PHONES,
@@ -56,9 +59,6 @@ from motion.phonemes import (
     transcript_words,
 )
 from motion.phonemes import _lock as _dictionary_lock
-from pipeline.audio import Audio
-from pipeline.errors import InputError
-from pipeline.files import save_npz
 
 SCHEMA_VERSION = 1
 FILE_KIND = "talking-portrait/speech-features"  # tells this file from other .npz files (MotionSequence, ...)

@@ -20,8 +20,8 @@ from typing import Protocol
 
 import numpy as np
 
+from common.errors import InputError, MissingWeightsError, NoFaceError
 from motion.topology import IBUG68_TO_MESH, NUM_POINTS
-from pipeline.errors import InputError, MissingWeightsError, NoFaceError
 
 log = logging.getLogger(__name__)
 
@@ -67,14 +67,14 @@ class Tracker(Protocol):
         ...
 
 
-def _quiet_mediapipe() -> None:
+def quiet_mediapipe() -> None:
     os.environ.setdefault("GLOG_minloglevel", "2")
     os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
     warnings.filterwarnings("ignore", module="google.protobuf")
 
 
 @contextlib.contextmanager
-def _native_stderr_silenced():
+def native_stderr_silenced():
     """Hide what native code writes to file descriptor 2 (TFLite and absl start-up notices)."""
     sys.stderr.flush()
     saved = os.dup(2)
@@ -98,10 +98,10 @@ class MediapipeTracker:
     """
 
     def __init__(self, video: bool = False, max_faces: int = 4, min_confidence: float = 0.5) -> None:
-        _quiet_mediapipe()
+        quiet_mediapipe()
         from mediapipe.python.solutions import face_mesh
 
-        with _native_stderr_silenced():
+        with native_stderr_silenced():
             self._mesh = face_mesh.FaceMesh(
                 static_image_mode=not video,
                 max_num_faces=max_faces,
@@ -116,7 +116,7 @@ class MediapipeTracker:
         if self._warm:
             result = self._mesh.process(np.ascontiguousarray(image))
         else:  # the first call prints the interpreter's start-up notices
-            with _native_stderr_silenced():
+            with native_stderr_silenced():
                 result = self._mesh.process(np.ascontiguousarray(image))
             self._warm = True
         faces = []

@@ -1,6 +1,6 @@
 """Pipeline: media I/O, framing, compositor, configs, the CLI and the Python API."""
 
-from pipeline.errors import UserError
+from common.errors import UserError
 
 
 def generate(*args, **kwargs):

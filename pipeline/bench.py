@@ -11,7 +11,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.errors import InputError
+from common.errors import InputError
 
 
 def machine() -> str:
@@ -56,10 +56,10 @@ def lipsync_correlation(video: str | os.PathLike, audio) -> float:
 def bench_oneshot(config, image: str | None = None, audio: str | None = None, repeats: int = 3,
                   out: str = "outputs/bench_oneshot.mp4") -> dict[str, float]:  # fmt: skip
     """Time the warp render stage alone, then the whole generate command, at ``config.size``."""
+    from motion.audio import load_audio
     from motion.audio2motion import audio_to_motion
     from motion.face_model import FaceModel
     from motion.tracker import track_portrait
-    from pipeline.audio import load_audio
     from pipeline.framing import frame_square
     from pipeline.media import load_image
     from pipeline.oneshot import demo_inputs, generate
@@ -136,7 +136,7 @@ def bench_prepare(
     import subprocess
     import sys
 
-    from pipeline.audio import ffmpeg_exe
+    from motion.audio import ffmpeg_exe
     from pipeline.media import probe_video
 
     root = Path(out)
@@ -224,10 +224,10 @@ def bench_nerf(
     the render speed (frames/s at ``resolution``) of ``identity``'s trained NeRF when one is given."""
     import torch
 
-    from pipeline.config import load_config
+    from common.config import load_config
+    from renderers.device import pick_device
     from renderers.nerf.field import FieldConfig
     from renderers.nerf.ops.hashgrid import TriPlaneEncoding, cuda_extension
-    from renderers.nerf.renderer import pick_device
     from renderers.nerf.train import NerfTrainConfig
 
     dev = pick_device(device)
@@ -304,10 +304,10 @@ def bench_diffusion(
     not depend on them): frames/s per sample size and step count, ``batch`` frames at once."""
     import torch
 
-    from pipeline.config import load_config
+    from common.config import load_config
+    from renderers.device import pick_device
     from renderers.diffusion.model import HeadDiffusion
     from renderers.diffusion.train import DiffusionTrainConfig
-    from renderers.nerf.renderer import pick_device
 
     dev = pick_device(device)
     sync = torch.cuda.synchronize if dev.type == "cuda" else (lambda: None)
@@ -356,15 +356,15 @@ def bench_autoencoder(
     import torch
     from diffusers import AutoencoderKL
 
+    from common.config import load_config
     from pipeline import metrics
-    from pipeline.config import load_config
     from pipeline.workspace import Workspace, identity_dir
     from renderers.base import load_renderer
+    from renderers.device import pick_device
     from renderers.diffusion.conditioning import ConditioningConfig
     from renderers.diffusion.data import HeadCrops, premultiplied
     from renderers.diffusion.model import HeadDiffusion
     from renderers.diffusion.train import DiffusionTrainConfig
-    from renderers.nerf.renderer import pick_device
     from renderers.training import spread
 
     levels = round(float(np.log2(factor))) + 1

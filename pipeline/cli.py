@@ -10,7 +10,7 @@ import sys
 import time
 from pathlib import Path
 
-from pipeline.errors import UserError
+from common.errors import UserError
 
 
 def _add_config_args(parser: argparse.ArgumentParser) -> None:
@@ -28,7 +28,7 @@ def _add_identity_args(parser: argparse.ArgumentParser, what: str) -> None:
 
 def _config_from_args(cls: type, args: argparse.Namespace, flags: tuple[str, ...]):
     """``cls`` from defaults, ``--config``, ``--set`` and then the command's own flags (``flags``)."""
-    from pipeline.config import load_config
+    from common.config import load_config
 
     overrides = list(args.set)
     for key in flags:

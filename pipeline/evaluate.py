@@ -28,14 +28,14 @@ from typing import Any
 import cv2
 import numpy as np
 
+from common.config import save_config
+from common.errors import InputError
+from common.files import atomic_path, write_json, write_png
+from motion.audio import Audio, load_audio
 from motion.audio2motion import Audio2MotionConfig, audio_to_motion
 from motion.sequence import MotionSequence
 from pipeline import metrics
-from pipeline.audio import Audio, load_audio
 from pipeline.compositor import FootageCompositor
-from pipeline.config import save_config
-from pipeline.errors import InputError
-from pipeline.files import atomic_path, write_json, write_png
 from pipeline.identity_render import (
     adapt_to_identity,
     composed,

@@ -18,13 +18,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from common.config import save_config
+from common.errors import InputError
+from motion.audio import load_audio
 from motion.audio2motion import Audio2MotionConfig, audio_to_motion, require_speech
 from motion.blendshapes import MOUTH_NAMES
 from motion.sequence import MotionSequence
-from pipeline.audio import load_audio
 from pipeline.compositor import FootageCompositor
-from pipeline.config import save_config
-from pipeline.errors import InputError
 from pipeline.media import VideoWriter, check_output_path
 from pipeline.workspace import Workspace, identity_dir
 

@@ -22,7 +22,7 @@ import cv2
 import numpy as np
 
 from motion.topology import CHIN, FACE_OVAL, FOREHEAD, NUM_POINTS
-from motion.tracker import _native_stderr_silenced, _quiet_mediapipe
+from motion.tracker import native_stderr_silenced, quiet_mediapipe
 
 LABEL_BACKGROUND, LABEL_TORSO, LABEL_NECK, LABEL_HEAD = 0, 1, 2, 3
 
@@ -59,10 +59,10 @@ class PersonSegmenter:
     """
 
     def __init__(self, model_selection: int = 1) -> None:
-        _quiet_mediapipe()
+        quiet_mediapipe()
         from mediapipe.python.solutions import selfie_segmentation
 
-        with _native_stderr_silenced():
+        with native_stderr_silenced():
             self._model = selfie_segmentation.SelfieSegmentation(model_selection=model_selection)
             # The graph opens its interpreter on a worker thread, which prints its notices whenever it gets
             # there; one frame processed here makes sure that happens while stderr is silenced. The graph

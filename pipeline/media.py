@@ -22,8 +22,8 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from pipeline.audio import Audio, ffmpeg_exe
-from pipeline.errors import InputError, OutputError
+from common.errors import InputError, OutputError
+from motion.audio import Audio, ffmpeg_exe
 
 log = logging.getLogger(__name__)
 

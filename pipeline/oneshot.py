@@ -15,14 +15,14 @@ from pathlib import Path
 
 import numpy as np
 
+from common.config import save_config
+from common.errors import InputError
+from motion.audio import load_audio
 from motion.audio2motion import Audio2MotionConfig, audio_to_motion
 from motion.face_model import FaceModel
 from motion.sequence import MotionSequence
 from motion.tracker import make_tracker, track_portrait
-from pipeline.audio import load_audio
 from pipeline.compositor import Compositor
-from pipeline.config import save_config
-from pipeline.errors import InputError
 from pipeline.framing import frame_square
 from pipeline.media import VideoWriter, check_output_path, load_image
 from renderers.warp.renderer import WarpConfig, WarpRenderer
@@ -82,11 +82,11 @@ def generate(
 
     The video (H.264 + AAC mp4, ``config.size`` square, as long as the audio) is written atomically to
     ``out``; the resolved config goes next to it as ``<name>.config.yaml``. Bad inputs raise
-    :class:`pipeline.errors.UserError` before anything is written.
+    :class:`common.errors.UserError` before anything is written.
     """
     config = config or GenerateConfig()
     if config.size % 2 or config.size < 64:
-        from pipeline.errors import InputError
+        from common.errors import InputError
 
         raise InputError(
             f"size {config.size} is not usable", "give an even size of at least 64, e.g. --size 512"

@@ -32,12 +32,12 @@ from typing import Any
 
 import numpy as np
 
+from common.config import save_config, to_dict
+from common.errors import InputError, NoFaceError
+from common.files import atomic_path, save_npz, write_png
+from motion.audio import SAMPLE_RATE, Audio, load_audio
 from motion.clip_fit import ClipFitConfig, fit_clip
 from motion.tracker import FaceLandmarks, MediapipeTracker
-from pipeline.audio import SAMPLE_RATE, Audio, load_audio
-from pipeline.config import save_config, to_dict
-from pipeline.errors import InputError, NoFaceError
-from pipeline.files import atomic_path, save_npz, write_png
 from pipeline.framing import square_around_face
 from pipeline.media import VideoInfo, probe_video, read_video_frames
 from pipeline.workspace import SCHEMA_VERSION, Workspace, encode_frame, identity_dir, read_chunk, write_chunk

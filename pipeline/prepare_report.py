@@ -14,9 +14,9 @@ from typing import Any
 import cv2
 import numpy as np
 
+from common.files import atomic_path, write_json, write_png
 from motion import topology as tp
 from motion.clip_fit import ClipFit, per_frame_pnp
-from pipeline.files import atomic_path, write_json, write_png
 from pipeline.workspace import Workspace
 
 LABEL_COLOURS = np.array(

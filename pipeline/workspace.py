@@ -26,8 +26,8 @@ from typing import Any
 import cv2
 import numpy as np
 
-from pipeline.errors import InputError
-from pipeline.files import save_npz, write_json
+from common.errors import InputError
+from common.files import save_npz, write_json
 
 SCHEMA_VERSION = 1
 IDENTITY_FILE = "identity.json"

@@ -12,9 +12,9 @@ from typing import Any, ClassVar
 
 import numpy as np
 
+from common.errors import InputError
+from common.files import atomic_path, write_json
 from motion.sequence import MotionSequence
-from pipeline.errors import InputError
-from pipeline.files import atomic_path, write_json
 
 RENDERER_SCHEMA_VERSION = 1
 

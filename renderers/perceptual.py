@@ -28,7 +28,7 @@ from pathlib import Path
 import torch
 from torch import nn
 
-from pipeline.errors import InputError, MissingWeightsError
+from common.errors import InputError, MissingWeightsError
 
 ENV_DIR = "TALKING_PORTRAIT_LPIPS_DIR"
 BACKBONE_FILE = "alexnet-owt-7be5be79.pth"

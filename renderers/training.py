@@ -17,8 +17,8 @@ from typing import Any
 import numpy as np
 import torch
 
-from pipeline.errors import InputError
-from pipeline.files import atomic_path, write_json
+from common.errors import InputError
+from common.files import atomic_path, write_json
 
 STATE_FILE = "training_state.json"
 

@@ -71,7 +71,7 @@ PREPARE_CONFIG = _prepare_config()
 @pytest.fixture(scope="session")
 def footage(tmp_path_factory, portrait, portrait_fit, demo_speech):
     """4 s of synthetic talking-head footage with known motion and background (:mod:`tests.footage`)."""
-    from pipeline.audio import Audio, load_audio
+    from motion.audio import Audio, load_audio
     from tests.footage import make_footage
 
     speech = load_audio(demo_speech)

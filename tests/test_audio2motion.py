@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from scipy import signal
 
+from motion.audio import Audio, load_audio
 from motion.audio2motion import Audio2MotionConfig, audio_to_motion
 from motion.audio_features import analyse_audio
 from motion.blendshapes import EXPRESSION_INDEX, MOUTH_NAMES
 from motion.idle import blink_curves
-from pipeline.audio import Audio, load_audio
 
 ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA = ROOT.parent / "shared" / "data"

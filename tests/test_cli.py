@@ -4,7 +4,7 @@ import cv2
 import numpy as np
 import pytest
 
-from pipeline.audio import SAMPLE_RATE, load_audio
+from motion.audio import SAMPLE_RATE, load_audio
 from pipeline.cli import main
 from pipeline.media import probe_video, read_video_frames
 from tests.conftest import DEMO_TRANSCRIPT

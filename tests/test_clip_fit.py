@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from motion.blendshapes import EXPRESSION_INDEX
-from motion.clip_fit import ClipFitConfig, _rotation_matrices, fit_clip, project_points, rotation_jitter_deg
+from motion.camera import project_points, rotation_matrices
+from motion.clip_fit import ClipFitConfig, fit_clip, rotation_jitter_deg
 from motion.face_model import FaceModel
 
 SIZE = 512
@@ -33,7 +34,7 @@ def clip():
     expr[:, EXPRESSION_INDEX["smile_left"]] = 0.4 * (t > 4)
     verts = FaceModel(shape).vertices(expr)
     px = project_points(verts, rot, trans, focal, (SIZE, SIZE), numpy=True)
-    cam = np.einsum("tij,tnj->tni", _rotation_matrices(torch.tensor(rot)).numpy(), verts) + trans[:, None]
+    cam = np.einsum("tij,tnj->tni", rotation_matrices(torch.tensor(rot)).numpy(), verts) + trans[:, None]
     z = -(cam[..., 2] - cam[..., 2].mean(1, keepdims=True)) * focal / depth  # mediapipe-like relative depth
     landmarks = np.concatenate([px + rng.normal(0, 1.0, px.shape), z[..., None]], -1).astype(np.float32)
     valid = np.ones(num_frames, bool)

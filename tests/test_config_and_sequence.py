@@ -2,10 +2,10 @@ import numpy as np
 import pytest
 import yaml
 
+from common.config import load_config, save_config
+from common.errors import InputError
 from motion.blendshapes import EXPRESSION_NAMES
 from motion.sequence import MotionSequence
-from pipeline.config import load_config, save_config
-from pipeline.errors import InputError
 from pipeline.oneshot import GenerateConfig
 
 
@@ -21,7 +21,7 @@ def test_yaml_and_overrides(tmp_path):
 
 
 def test_shipped_configs_load():
-    from pipeline.config import CONFIG_DIR
+    from common.config import CONFIG_DIR
     from pipeline.prepare import PrepareConfig
 
     files = sorted(CONFIG_DIR.glob("*.yaml"))

@@ -10,7 +10,7 @@ import pytest
 
 from motion import topology as tp
 from motion.blendshapes import EXPRESSION_INDEX, EXPRESSION_NAMES
-from motion.clip_fit import project_points
+from motion.camera import project_points
 from motion.face_model import FaceModel
 from renderers.diffusion.conditioning import (
     CHANNEL_INDEX,

@@ -9,7 +9,7 @@ import pytest
 import torch
 from diffusers import UNet2DModel
 
-from pipeline.errors import InputError
+from common.errors import InputError
 from renderers.diffusion.model import (
     EMA,
     DiffusionNetConfig,

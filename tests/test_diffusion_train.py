@@ -11,9 +11,9 @@ import numpy as np
 import pytest
 import torch
 
+from common.config import load_config
+from common.errors import InputError
 from motion.sequence import MotionSequence
-from pipeline.config import load_config
-from pipeline.errors import InputError
 from pipeline.workspace import Workspace
 from renderers.base import load_renderer
 from renderers.diffusion.model import HeadDiffusion
@@ -114,7 +114,7 @@ def test_several_identities_train_together(prepared, tiny, tmp_path, portrait_pa
     drawn = {CropBatcher(people, config)._slot(k)[0] for k in range(2 * sum(len(p.chunks) for p in people))}
     assert drawn == {0, 1}
     # the checkpoint paints a new person from one photo (single-portrait use)
-    from pipeline.audio import Audio, load_audio
+    from motion.audio import Audio, load_audio
     from pipeline.cli import main
     from pipeline.media import probe_video
     from pipeline.prepare import write_wav
@@ -133,7 +133,7 @@ def test_several_identities_train_together(prepared, tiny, tmp_path, portrait_pa
 
 
 def test_render_compose_write_and_bad_checkpoints(trained, prepared, demo_speech, tmp_path, capsys):
-    from pipeline.audio import Audio, load_audio
+    from motion.audio import Audio, load_audio
     from pipeline.cli import main
     from pipeline.media import probe_video
     from pipeline.prepare import write_wav

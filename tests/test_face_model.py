@@ -122,8 +122,8 @@ def test_tracker_finds_the_portrait(portrait, portrait_fit):
 
 
 def test_face_alignment_backend_names_missing_weights(tmp_path, monkeypatch):
+    from common.errors import MissingWeightsError
     from motion.tracker import FaceAlignmentTracker
-    from pipeline.errors import MissingWeightsError
 
     monkeypatch.setenv("TORCH_HOME", str(tmp_path))
     with pytest.raises(MissingWeightsError) as err:

@@ -9,8 +9,8 @@ import cv2
 import numpy as np
 import pytest
 
-from pipeline.audio import Audio
-from pipeline.errors import InputError, OutputError
+from common.errors import InputError, OutputError
+from motion.audio import Audio
 from pipeline.media import (
     VideoInfo,
     VideoWriter,

@@ -6,10 +6,11 @@ from __future__ import annotations
 import numpy as np
 import torch
 
-from motion.clip_fit import project_points
+from motion.camera import project_points
 from motion.face_model import FaceModel
+from renderers.head_box import HeadBox
 from renderers.nerf.field import FieldConfig, TriPlaneField
-from renderers.nerf.rays import HeadBox, camera_rays, volume_render
+from renderers.nerf.rays import camera_rays, volume_render
 
 TINY = FieldConfig(levels=4, log2_table_size=10, base_resolution=8, finest_resolution=64, hidden=32)
 

@@ -8,7 +8,7 @@ import dataclasses
 import numpy as np
 import pytest
 
-from pipeline.config import load_config
+from common.config import load_config
 from renderers.base import load_renderer
 from renderers.nerf.train import NerfTrainConfig, train
 from renderers.tensorboard import read_scalars
@@ -125,7 +125,7 @@ def test_killed_run_resumes_from_its_last_checkpoint(trained, prepared, tiny, tm
 
 
 def test_render_compose_write_gives_a_playable_video(trained, prepared, demo_speech, tmp_path, capsys):
-    from pipeline.audio import Audio, load_audio
+    from motion.audio import Audio, load_audio
     from pipeline.cli import main
     from pipeline.media import probe_video
     from pipeline.prepare import write_wav
@@ -183,7 +183,7 @@ def test_eval_writes_image_and_lip_sync_figures(trained, prepared, tmp_path, cap
 
 
 def test_render_refuses_audio_without_speech(trained, prepared, tmp_path, capsys):
-    from pipeline.audio import Audio
+    from motion.audio import Audio
     from pipeline.cli import main
     from pipeline.prepare import write_wav
 

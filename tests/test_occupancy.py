@@ -8,8 +8,9 @@ import math
 import numpy as np
 import torch
 
+from renderers.head_box import HeadBox
 from renderers.nerf.occupancy import Occupancy
-from renderers.nerf.rays import HeadBox, camera_rays, volume_render
+from renderers.nerf.rays import camera_rays, volume_render
 
 
 class Ball(torch.nn.Module):

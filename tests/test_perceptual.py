@@ -12,7 +12,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from pipeline.errors import InputError, MissingWeightsError
+from common.errors import InputError, MissingWeightsError
 from renderers import perceptual
 from renderers.perceptual import BACKBONE_FILE, CHANNELS, HEADS_FILE, LPIPS, available, find_weights
 

@@ -9,6 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from motion.audio import load_audio
 from motion.blendshapes import EXPRESSION_INDEX, EXPRESSION_NAMES
 from motion.phonemes import (
     PHONES,
@@ -21,7 +22,6 @@ from motion.phonemes import (
     transcript_words,
 )
 from motion.visemes import PHONE_TO_VISEME, VISEMES, closure_curve, coarticulate, phone_targets
-from pipeline.audio import load_audio
 
 DEMO = Path(__file__).resolve().parents[1] / "assets" / "demo_speech.flac"
 DEMO_TEXT = (

@@ -8,13 +8,13 @@ import subprocess
 import numpy as np
 import pytest
 
+from common.errors import InputError, NoFaceError
 from motion import topology as tp
+from motion.audio import ffmpeg_exe
 from motion.blendshapes import EXPRESSION_INDEX
 from motion.clip_fit import ClipFit
 from motion.geometry import axis_angle_to_matrix, matrix_to_axis_angle
-from pipeline.audio import ffmpeg_exe
 from pipeline.cli import main
-from pipeline.errors import InputError, NoFaceError
 from pipeline.prepare import PrepareConfig, _main_faces, interpolate_gaps, prepare
 from pipeline.workspace import Workspace
 from tests.conftest import PREPARE_CONFIG as CONFIG

@@ -8,6 +8,8 @@ import warnings
 import numpy as np
 import pytest
 
+from common.errors import InputError
+from motion.audio import Audio, load_audio
 from motion.phonemes import PHONES, SILENCE, align_phones
 from motion.sequence import MotionSequence
 from motion.speech_features import (
@@ -18,8 +20,6 @@ from motion.speech_features import (
     log_mel,
     phone_posteriors,
 )
-from pipeline.audio import Audio, load_audio
-from pipeline.errors import InputError
 from tests.conftest import DEMO_TRANSCRIPT
 
 SIL = PHONES.index(SILENCE)

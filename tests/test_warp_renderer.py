@@ -82,7 +82,7 @@ def test_save_load_renders_the_same_pixels(renderer, tmp_path):
 
 
 def test_load_renderer_errors(tmp_path):
-    from pipeline.errors import InputError
+    from common.errors import InputError
 
     with pytest.raises(InputError, match="not a saved renderer"):
         load_renderer(tmp_path)

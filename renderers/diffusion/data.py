@@ -15,7 +15,7 @@ import torch
 
 from pipeline.workspace import Workspace
 from renderers.diffusion.conditioning import CHANNEL_INDEX, ConditioningConfig, FaceConditioner
-from renderers.nerf.rays import HeadBox
+from renderers.head_box import HeadBox
 
 
 def head_window(

@@ -47,7 +47,7 @@ import torch
 from diffusers import DDIMScheduler, DDPMScheduler, DPMSolverMultistepScheduler, UNet2DModel
 from torch import nn
 
-from pipeline.errors import InputError
+from common.errors import InputError
 
 OUT_CHANNELS = 4
 """The network predicts v for RGBA."""

@@ -18,14 +18,14 @@ import cv2
 import numpy as np
 import torch
 
+from common.config import from_dict
+from common.errors import InputError
 from motion.blendshapes import EXPRESSION_NAMES
 from motion.sequence import MotionSequence
-from pipeline.config import from_dict
-from pipeline.errors import InputError
 from renderers.base import HeadFrame, Renderer
+from renderers.device import pick_device
 from renderers.diffusion.conditioning import ConditioningConfig, FaceConditioner
 from renderers.diffusion.model import EMA, DiffusionNetConfig, HeadDiffusion
-from renderers.nerf.renderer import pick_device
 
 
 @dataclass

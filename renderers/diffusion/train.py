@@ -19,15 +19,15 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from common.config import to_dict
+from common.errors import InputError, ResourceError
 from pipeline import metrics
-from pipeline.config import to_dict
-from pipeline.errors import InputError, ResourceError
 from pipeline.workspace import Workspace
+from renderers.device import pick_device
 from renderers.diffusion.conditioning import ConditioningConfig
 from renderers.diffusion.data import HeadCrops, premultiplied
 from renderers.diffusion.model import EMA, DiffusionNetConfig, HeadDiffusion, init_from_pretrained
 from renderers.diffusion.renderer import DiffusionModelConfig, DiffusionRenderConfig, DiffusionRenderer
-from renderers.nerf.renderer import pick_device
 from renderers.training import restore_optimizer, resume_state, run_training, scheduled, spread
 
 log = logging.getLogger(__name__)

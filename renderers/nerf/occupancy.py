@@ -17,7 +17,7 @@ from collections.abc import Callable
 import torch
 from torch import nn
 
-from renderers.nerf.rays import HeadBox
+from renderers.head_box import HeadBox
 
 log = logging.getLogger(__name__)
 

@@ -1,81 +1,18 @@
 """Cameras, rays and volume rendering in the head's own frame.
 
 The head is static in its model frame and the camera moves: a frame's tracked pose (``Xc = R @ X + t``,
-camera looking down -z, see :mod:`motion.clip_fit`) puts the camera at ``-R^T t`` in the head frame with
+camera looking down -z, see :mod:`motion.camera`) puts the camera at ``-R^T t`` in the head frame with
 its axes rotated by ``R^T``. Rays are cast only inside the head's bounding box; samples are spread
 densely between the box's entry and exit, and composited with nerfacc's volume-rendering weights.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
-import numpy as np
 import torch
 
-from motion import topology as tp
-
-
-@dataclass
-class HeadBox:
-    """Axis-aligned box in the head frame that holds the head, hair and the top of the neck.
-
-    Attributes:
-        lo, hi: float32 [3] corners in model units.
-    """
-
-    lo: np.ndarray
-    hi: np.ndarray
-
-    @classmethod
-    def from_shape(cls, shape: np.ndarray) -> HeadBox:
-        """A box around an identity's neutral face [478, 3], grown for hair, ears, the back of the head and
-        the neck (proportions of the face's own size, so any head scale works)."""
-        oval = shape[list(tp.FACE_OVAL)]
-        width = float(np.ptp(oval[:, 0]))
-        height = float(np.ptp(oval[:, 1]))
-        centre_x = float(oval[:, 0].mean())
-        front = float(shape[:, 2].max())
-        lo = np.array([centre_x - 0.85 * width, oval[:, 1].min() - 0.6 * height, front - 1.25 * height])
-        hi = np.array([centre_x + 0.85 * width, oval[:, 1].max() + 0.45 * height, front + 0.1 * height])
-        return cls(lo.astype(np.float32), hi.astype(np.float32))
-
-    def pixel_bounds(
-        self, rotation: np.ndarray, translation: np.ndarray, focal: float, size: int
-    ) -> tuple[int, int, int, int]:
-        """Pixel bounds (x0, y0, x1, y1) of the box seen from a pose in a ``size`` image with ``focal``
-        (pixels at that size), clipped to the image."""
-        from motion.clip_fit import project_points
-
-        lo, hi = self.lo, self.hi
-        corners = np.array(
-            [[x, y, z] for x in (lo[0], hi[0]) for y in (lo[1], hi[1]) for z in (lo[2], hi[2])]
-        )
-        px = project_points(
-            corners[None], rotation[None], translation[None], focal, (size, size), numpy=True
-        )[0]
-        x0, y0 = np.floor(px.min(0)).astype(int)
-        x1, y1 = np.ceil(px.max(0)).astype(int)
-        return max(x0, 0), max(y0, 0), min(x1, size), min(y1, size)
-
-    def normalise(self, points: torch.Tensor) -> torch.Tensor:
-        """Head-frame points [..., 3] -> [-1, 1]^3 inside the box."""
-        lo = torch.as_tensor(self.lo, dtype=points.dtype, device=points.device)
-        hi = torch.as_tensor(self.hi, dtype=points.dtype, device=points.device)
-        return (points - lo) / (hi - lo) * 2.0 - 1.0
-
-    def intersect(
-        self, origins: torch.Tensor, dirs: torch.Tensor
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Slab test: (near [M], far [M], hit [M] bool) of rays with the box (near >= 0)."""
-        lo = torch.as_tensor(self.lo, dtype=origins.dtype, device=origins.device)
-        hi = torch.as_tensor(self.hi, dtype=origins.dtype, device=origins.device)
-        inv = 1.0 / torch.where(dirs.abs() < 1e-9, torch.full_like(dirs, 1e-9), dirs)
-        t0 = (lo - origins) * inv
-        t1 = (hi - origins) * inv
-        near = torch.minimum(t0, t1).amax(-1).clamp_min(0.0)
-        far = torch.maximum(t0, t1).amin(-1)
-        return near, far, far > near
+from motion.camera import rotation_matrices
+from renderers.head_box import HeadBox
+from renderers.nerf.occupancy import marcher_available
 
 
 def camera_rays(
@@ -95,11 +32,9 @@ def camera_rays(
     Returns:
         origins [M, 3], unit directions [M, 3].
     """
-    from motion.clip_fit import _rotation_matrices
-
     h, w = image_size
     m = len(pixels)
-    rot = _rotation_matrices(rotation.reshape(-1, 3).to(pixels.dtype)).expand(m, 3, 3)
+    rot = rotation_matrices(rotation.reshape(-1, 3).to(pixels.dtype)).expand(m, 3, 3)
     trans = translation.reshape(-1, 3).to(pixels.dtype).expand(m, 3)
     d_cam = torch.stack(
         [(pixels[:, 0] - w / 2) / focal, -(pixels[:, 1] - h / 2) / focal, -torch.ones_like(pixels[:, 0])], -1
@@ -143,13 +78,10 @@ def volume_render(
     if not bool(hit.any()):
         return {"rgb": rgb, "opacity": opacity, "depth": depth}
     o, d, n, f = origins[hit], dirs[hit], near[hit], far[hit]
-    if occupancy is not None and o.is_cuda:
-        from renderers.nerf.occupancy import marcher_available
-
-        if marcher_available():
-            out = occupancy.march(field, o, d, n, f, expression[hit], appearance[hit], stratified)
-            rgb[hit], opacity[hit], depth[hit] = out["rgb"].to(rgb.dtype), out["opacity"], out["depth"]
-            return {"rgb": rgb, "opacity": opacity, "depth": depth}
+    if occupancy is not None and o.is_cuda and marcher_available():
+        out = occupancy.march(field, o, d, n, f, expression[hit], appearance[hit], stratified)
+        rgb[hit], opacity[hit], depth[hit] = out["rgb"].to(rgb.dtype), out["opacity"], out["depth"]
+        return {"rgb": rgb, "opacity": opacity, "depth": depth}
     steps = torch.linspace(0.0, 1.0, samples + 1, device=o.device, dtype=o.dtype)
     edges = n[:, None] + (f - n)[:, None] * steps[None]  # [H, S + 1]
     if stratified:

@@ -9,13 +9,15 @@ from typing import Any
 import numpy as np
 import torch
 
+from common.config import from_dict
 from motion.blendshapes import EXPRESSION_NAMES
 from motion.sequence import MotionSequence
-from pipeline.config import from_dict
 from renderers.base import HeadFrame, Renderer
+from renderers.device import pick_device
+from renderers.head_box import HeadBox
 from renderers.nerf.field import FieldConfig, TriPlaneField
 from renderers.nerf.occupancy import Occupancy
-from renderers.nerf.rays import HeadBox, camera_rays, volume_render
+from renderers.nerf.rays import camera_rays, volume_render
 
 
 @dataclass
@@ -52,12 +54,6 @@ class NerfModelConfig:
     box_hi: tuple[float, float, float] = (1.0, 1.0, 1.0)
     num_frames: int = 1
     """Training frames (appearance codes)."""
-
-
-def pick_device(name: str) -> torch.device:
-    if name == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    return torch.device(name)
 
 
 class NerfRenderer(Renderer):

@@ -19,13 +19,15 @@ import cv2
 import numpy as np
 import torch
 
+from common.config import to_dict
+from common.errors import InputError, ResourceError
 from motion import topology as tp
-from pipeline.config import to_dict
-from pipeline.errors import InputError, ResourceError
 from pipeline.workspace import Workspace
+from renderers.device import pick_device
+from renderers.head_box import HeadBox
 from renderers.nerf.field import FieldConfig
-from renderers.nerf.rays import HeadBox, camera_rays, volume_render
-from renderers.nerf.renderer import NerfModelConfig, NerfRenderConfig, NerfRenderer, pick_device
+from renderers.nerf.rays import camera_rays, volume_render
+from renderers.nerf.renderer import NerfModelConfig, NerfRenderConfig, NerfRenderer
 from renderers.training import restore_optimizer, resume_state, run_training, scheduled, spread
 
 log = logging.getLogger(__name__)

@@ -11,8 +11,8 @@ from typing import Any, TypeVar
 
 import yaml
 
-from pipeline.errors import InputError
-from pipeline.files import write_text
+from common.errors import InputError
+from common.files import write_text
 
 T = TypeVar("T")
 CONFIG_DIR = Path(__file__).resolve().parent.parent / "configs"

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import numpy as np
 
-from pipeline.errors import InputError
+from common.errors import InputError
 
 SAMPLE_RATE = 16000
 
