@@ -17,17 +17,24 @@ down -z, and to pixels ``u = cx + f * Xc.x / -Xc.z``, ``v = cy - f * Xc.y / -Xc.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
 from functools import lru_cache
 
 import numpy as np
 import torch
 
+from common.errors import InputError
+from common.files import save_npz
 from motion import topology as tp
 from motion.blendshapes import EXPRESSION_INDEX, EXPRESSION_NAMES
 from motion.camera import project_points
 from motion.face_model import RIGID_POINTS, FaceModel, build_expression_basis, eye_aperture, rigid_weights
 from motion.geometry import matrix_to_axis_angle
+from motion.sequence import POSE_CAMERA, MotionSequence
+
+TRACKING_SCHEMA_VERSION = 1
+"""Version of the ``tracking.npz`` layout (:meth:`ClipFit.save`)."""
 
 
 @dataclass
@@ -73,6 +80,11 @@ class ClipFit:
         weight: float32 [T] how much each frame counted (0 for frames without landmarks; low for outliers).
         names: coefficient names.
         stats: jitter and residual figures.
+        valid: bool [T] frames whose pose and expression are usable (tracked, or a short loss bridged).
+        found: bool [T] frames where the tracker found the face.
+        landmarks: float32 [T, 478, 3] the tracked landmarks the fit was made to (pixels; 0 where none).
+
+    A workspace keeps its fit in ``tracking.npz`` (:meth:`save`, :meth:`load`).
     """
 
     shape: np.ndarray
@@ -86,27 +98,91 @@ class ClipFit:
     weight: np.ndarray
     names: tuple[str, ...] = EXPRESSION_NAMES
     stats: dict[str, float] = field(default_factory=dict)
+    valid: np.ndarray | None = None
+    found: np.ndarray | None = None
+    landmarks: np.ndarray | None = None
 
-    @classmethod
-    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> ClipFit:
-        """Rebuild from the arrays of a workspace's ``tracking.npz``."""
-        return cls(
-            shape=arrays["shape"],
-            focal=float(arrays["focal"]),
-            image_size=tuple(int(v) for v in arrays["image_size"]),
-            rotation=arrays["rotation"],
-            translation=arrays["translation"],
-            expression=arrays["expression"],
-            blink=arrays["blink"],
-            residual=arrays["residual"],
-            weight=arrays["weight"],
-            names=tuple(str(n) for n in arrays["names"]),
-        )
+    def __post_init__(self) -> None:
+        frames = len(self.rotation)
+        if self.valid is None:
+            self.valid = self.weight > 0
+        if self.found is None:
+            self.found = np.asarray(self.valid, bool).copy()
+        self.valid = np.asarray(self.valid, bool)
+        self.found = np.asarray(self.found, bool)
+        if self.landmarks is None:
+            self.landmarks = np.zeros((frames, 478, 3), np.float32)
+
+    def __len__(self) -> int:
+        return len(self.rotation)
 
     @property
     def pose(self) -> np.ndarray:
-        """float32 [T, 6]: rotation then translation, the :class:`MotionSequence` pose layout."""
+        """float32 [T, 6]: rotation then translation (model -> camera), the :class:`MotionSequence` layout."""
         return np.concatenate([self.rotation, self.translation], 1).astype(np.float32)
+
+    @property
+    def valid_frames(self) -> np.ndarray:
+        """int64 indices of the frames whose fit is usable."""
+        return np.flatnonzero(self.valid)
+
+    def motion(self, fps: float, frames: np.ndarray | None = None) -> MotionSequence:
+        """The tracked motion of ``frames`` (default all) with camera poses (``pose_kind`` "camera")."""
+        sel = slice(None) if frames is None else np.asarray(frames)
+        return MotionSequence(fps, self.expression[sel], self.pose[sel], self.names, pose_kind=POSE_CAMERA)
+
+    def save(self, path: str | os.PathLike) -> None:
+        """Write ``tracking.npz`` atomically: the fit, the landmarks and which frames are usable."""
+        save_npz(
+            path,
+            schema_version=np.int32(TRACKING_SCHEMA_VERSION),
+            shape=np.asarray(self.shape, np.float32),
+            focal=np.float64(self.focal),
+            image_size=np.array(self.image_size, np.int32),
+            rotation=self.rotation,
+            translation=self.translation,
+            expression=self.expression,
+            names=np.array(self.names),
+            blink=self.blink,
+            residual=self.residual,
+            weight=self.weight,
+            valid=self.valid,
+            found=self.found,
+            landmarks=np.asarray(self.landmarks, np.float32),
+        )
+
+    @classmethod
+    def load(cls, path: str | os.PathLike) -> ClipFit:
+        """Read a fit written by :meth:`save`; a missing, damaged or foreign file: :class:`InputError`."""
+        try:
+            with np.load(path, allow_pickle=False) as d:
+                version = int(d["schema_version"])
+                if version != TRACKING_SCHEMA_VERSION:
+                    raise InputError(
+                        f"{path} has tracking schema version {version}; this version reads "
+                        f"{TRACKING_SCHEMA_VERSION}",
+                        "prepare the identity again with --force",
+                    )
+                return cls(
+                    shape=d["shape"],
+                    focal=float(d["focal"]),
+                    image_size=tuple(int(v) for v in d["image_size"]),
+                    rotation=d["rotation"],
+                    translation=d["translation"],
+                    expression=d["expression"],
+                    blink=d["blink"],
+                    residual=d["residual"],
+                    weight=d["weight"],
+                    names=tuple(str(n) for n in d["names"]),
+                    valid=d["valid"],
+                    found=d["found"],
+                    landmarks=d["landmarks"],
+                )
+        except (OSError, ValueError, KeyError) as err:
+            raise InputError(
+                f"tracking file {path} is unreadable ({err})",
+                "run prepare again on this identity: it redoes the tracking",
+            ) from err
 
     def project(self, frames: np.ndarray | slice | None = None) -> np.ndarray:
         """Pixels [T, 478, 2] of the fitted, posed, expressed model for the given frames."""
@@ -315,6 +391,8 @@ def fit_clip(
         blink=blink,
         residual=np.where(valid, residual.numpy(), np.nan).astype(np.float32),
         weight=frame_w.numpy().astype(np.float32),
+        valid=valid,
+        landmarks=np.asarray(landmarks, np.float32),
     )
     fit.stats = {
         "residual_px": float(np.nanmedian(fit.residual)),

@@ -31,9 +31,9 @@ PHONES: tuple[str, ...] = (
     "Z", "ZH", "SIL",
 )  # fmt: skip
 SILENCE = "SIL"
-_FRAME_RATE = 100.0  # pocketsphinx's default feature frame rate (-frate)
+FRAME_RATE = 100.0  # pocketsphinx's default feature frame rate (-frate)
 _PS_RATE = 16000  # the bundled acoustic model is for 16 kHz audio
-_lock = threading.Lock()  # decoders are stateful; one utterance at a time per decoder
+decoder_lock = threading.Lock()  # decoders are stateful; one utterance at a time per decoder
 
 
 class PhoneSegment(NamedTuple):
@@ -44,7 +44,7 @@ class PhoneSegment(NamedTuple):
     end: float
 
 
-def _model_files() -> tuple[str, str, str]:
+def model_files() -> tuple[str, str, str]:
     """Paths of the bundled acoustic model, phone LM and dictionary."""
     import pocketsphinx
 
@@ -61,7 +61,7 @@ def _phone_decoder():
     """A decoder in allphone mode (built once: loading the model takes ~0.1 s)."""
     import pocketsphinx
 
-    hmm, phone_lm, dictionary = _model_files()
+    hmm, phone_lm, dictionary = model_files()
     # Wide beams and a language weight of 2 recover more consonants than the defaults (which merge
     # short phones into their neighbours), at no measurable cost in speed.
     return pocketsphinx.Decoder(
@@ -70,15 +70,15 @@ def _phone_decoder():
 
 
 @functools.lru_cache(maxsize=1)
-def _align_decoder():
+def align_decoder():
     """A decoder with no search module, to be given an alignment text per call."""
     import pocketsphinx
 
-    hmm, _, dictionary = _model_files()
+    hmm, _, dictionary = model_files()
     return pocketsphinx.Decoder(hmm=hmm, dict=dictionary, lm=None, loglevel="FATAL")
 
 
-def _pcm16(audio: Audio) -> bytes:
+def pcm16(audio: Audio) -> bytes:
     """16 kHz signed 16-bit little-endian PCM of ``audio``, with a fixed dither of -1, 0 or +1 LSB.
 
     Stretches of digital silence (exact zeros, common in synthetic and edited speech) give the decoder's
@@ -96,7 +96,7 @@ def _pcm16(audio: Audio) -> bytes:
     return np.clip(pcm, -32768, 32767).astype("<i2").tobytes()
 
 
-def _clean(phone: str) -> str:
+def clean_phone(phone: str) -> str:
     """Map a decoder symbol to an entry of :data:`PHONES` (noise fillers such as ``+NSN+`` -> ``SIL``)."""
     base = re.sub(r"\d", "", phone.upper())
     return base if base in PHONES else SILENCE
@@ -106,7 +106,7 @@ def _finish(raw: list[tuple[str, float, float]], duration: float) -> list[PhoneS
     """Clean symbols, clamp into ``[0, duration]``, drop empty spans and merge repeated silences."""
     out: list[PhoneSegment] = []
     for phone, start, end in raw:
-        phone = _clean(phone)
+        phone = clean_phone(phone)
         start, end = max(0.0, start), min(duration, end)
         if out:
             start = max(start, out[-1].end)
@@ -119,7 +119,7 @@ def _finish(raw: list[tuple[str, float, float]], duration: float) -> list[PhoneS
     return out
 
 
-def _decode(decoder, pcm: bytes) -> None:
+def decode(decoder, pcm: bytes) -> None:
     """Run one whole utterance through ``decoder``.
 
     The front end is reset first: the bundled model subtracts a noise estimate that it carries from one
@@ -150,13 +150,13 @@ def recognize_phones(
     raw: list[tuple[str, float, float]] = []
     for start, end in tqdm(spans, desc="phonemes", unit="utt", disable=not progress, leave=False):
         lo, hi = round(start * audio.rate), round(end * audio.rate)
-        pcm = _pcm16(Audio(samples.samples[lo:hi], audio.rate))
+        pcm = pcm16(Audio(samples.samples[lo:hi], audio.rate))
         raw.append((SILENCE, raw[-1][2] if raw else 0.0, start))
-        with _lock:
+        with decoder_lock:
             decoder = _phone_decoder()
-            _decode(decoder, pcm)
+            decode(decoder, pcm)
             raw += [
-                (s.word, start + s.start_frame / _FRAME_RATE, start + (s.end_frame + 1) / _FRAME_RATE)
+                (s.word, start + s.start_frame / FRAME_RATE, start + (s.end_frame + 1) / FRAME_RATE)
                 for s in decoder.seg()
             ]
     raw.append((SILENCE, raw[-1][2] if raw else 0.0, audio.duration))
@@ -172,8 +172,8 @@ def transcript_words(text: str) -> list[str]:
 
 def missing_words(words: list[str]) -> list[str]:
     """The words of ``words`` that the bundled pronunciation dictionary lacks."""
-    with _lock:
-        decoder = _align_decoder()
+    with decoder_lock:
+        decoder = align_decoder()
         return [w for w in words if decoder.lookup_word(w) is None]
 
 
@@ -190,24 +190,24 @@ def align_phones(audio: Audio, transcript: str) -> list[PhoneSegment]:
     unknown = missing_words(words)
     if unknown:
         raise ValueError(f"words not in the pronunciation dictionary: {', '.join(unknown[:8])}")
-    pcm = _pcm16(audio)
-    with _lock:
-        decoder = _align_decoder()
+    pcm = pcm16(audio)
+    with decoder_lock:
+        decoder = align_decoder()
         try:
             # First pass: word alignment; second pass on the same audio: phone and state times.
             decoder.set_align_text(" ".join(words))
-            _decode(decoder, pcm)
+            decode(decoder, pcm)
             decoder.set_alignment()
-            _decode(decoder, pcm)
+            decode(decoder, pcm)
             alignment = decoder.get_alignment()
         except RuntimeError as error:
             raise ValueError(f"the transcript could not be aligned with the audio ({error})") from error
         if alignment is None:
             raise ValueError("the transcript could not be aligned with the audio")
         raw = [
-            (p.name, p.start / _FRAME_RATE, (p.start + p.duration) / _FRAME_RATE) for p in alignment.phones()
+            (p.name, p.start / FRAME_RATE, (p.start + p.duration) / FRAME_RATE) for p in alignment.phones()
         ]
-    if not any(_clean(p) != SILENCE for p, _, _ in raw):
+    if not any(clean_phone(p) != SILENCE for p, _, _ in raw):
         raise ValueError("the alignment holds no phones")
     return _finish(raw, audio.duration)
 

@@ -47,18 +47,18 @@ from common.errors import InputError
 from common.files import save_npz
 from motion.audio import Audio
 from motion.phonemes import (
-    _FRAME_RATE,
+    FRAME_RATE,
     PHONES,
     SILENCE,
-    _align_decoder,
-    _clean,
-    _decode,
-    _model_files,
-    _pcm16,
+    align_decoder,
+    clean_phone,
+    decode,
     missing_words,
+    model_files,
+    pcm16,
     transcript_words,
 )
-from motion.phonemes import _lock as _dictionary_lock
+from motion.phonemes import decoder_lock as dictionary_lock
 
 SCHEMA_VERSION = 1
 FILE_KIND = "talking-portrait/speech-features"  # tells this file from other .npz files (MotionSequence, ...)
@@ -175,7 +175,7 @@ def _phone_word_decoder(**settings):
     """A decoder of the bundled acoustic model whose dictionary holds one word per phone."""
     import pocketsphinx
 
-    hmm, _, _ = _model_files()
+    hmm, _, _ = model_files()
     with _phone_dictionary() as dictionary:  # read once, at construction
         return pocketsphinx.Decoder(hmm=hmm, dict=dictionary, loglevel="FATAL", **settings)
 
@@ -183,7 +183,7 @@ def _phone_word_decoder(**settings):
 @functools.lru_cache(maxsize=1)
 def _free_decoder():
     """An n-gram decoder over phone-words with the bundled phone trigram LM (built once, ~0.05 s)."""
-    _, phone_lm, _ = _model_files()
+    _, phone_lm, _ = model_files()
     return _phone_word_decoder(lm=phone_lm, **_FREE_SEARCH)
 
 
@@ -195,12 +195,12 @@ def _grammar_decoder():
 
 def _pronunciations(word: str) -> list[tuple[str, ...]]:
     """Every pronunciation of ``word`` in the bundled dictionary, as tuples of :data:`PHONES` entries."""
-    with _dictionary_lock:
-        decoder = _align_decoder()
+    with dictionary_lock:
+        decoder = align_decoder()
         entries = [decoder.lookup_word(word)] + [decoder.lookup_word(f"{word}({k})") for k in range(2, 10)]
     variants = []
     for entry in filter(None, entries):
-        phones = tuple(p for p in map(_clean, entry.split()) if p != SILENCE)
+        phones = tuple(p for p in map(clean_phone, entry.split()) if p != SILENCE)
         if phones and phones not in variants:
             variants.append(phones)
     return variants
@@ -253,7 +253,7 @@ def _lattice_posteriors(decoder, num_bins: int) -> np.ndarray | None:
     if not nodes or not links:
         return None
     column = {phone: k for k, phone in enumerate(PHONES)}
-    node_bin = np.round(np.array([t for t, _ in nodes], np.float64) * _FRAME_RATE).astype(np.int64)
+    node_bin = np.round(np.array([t for t, _ in nodes], np.float64) * FRAME_RATE).astype(np.int64)
     node_phone = np.array([column.get(w, _SIL) for _, w in nodes])  # !SENT_START, !NULL (fillers) -> SIL
     link_table = np.array(links, dtype=np.float64)  # [L, 3]: source, destination, posterior
     source, destination = link_table[:, 0].astype(np.int64), link_table[:, 1].astype(np.int64)
@@ -276,7 +276,7 @@ def _lattice_posteriors(decoder, num_bins: int) -> np.ndarray | None:
 def _decode_posteriors(decoder, pcm: bytes, num_bins: int) -> np.ndarray | None:
     """Decode ``pcm`` as one utterance -> :func:`_lattice_posteriors`, or None when decoding fails."""
     try:
-        _decode(decoder, pcm)
+        decode(decoder, pcm)
     except RuntimeError:
         return None
     return _lattice_posteriors(decoder, num_bins)
@@ -284,8 +284,8 @@ def _decode_posteriors(decoder, pcm: bytes, num_bins: int) -> np.ndarray | None:
 
 def _analysis_posteriors(audio: Audio, transcript: str | None) -> np.ndarray:
     """float64 [K, P] phone posteriors on 10 ms bins ``[k / 100, (k + 1) / 100)``, K = ceil(100 * seconds)."""
-    num_bins = max(1, math.ceil(audio.duration * _FRAME_RATE - 1e-9))
-    pcm = _pcm16(audio)
+    num_bins = max(1, math.ceil(audio.duration * FRAME_RATE - 1e-9))
+    pcm = pcm16(audio)
     words = transcript_words(transcript) if transcript else []
     if words:
         unknown = missing_words(words)
@@ -366,7 +366,7 @@ def phone_posteriors(audio: Audio, fps: float, num_frames: int, transcript: str 
         silence[:, _SIL] = 1.0
         return silence
     rows = _analysis_posteriors(audio, transcript)
-    return _average_over_frames(rows, _FRAME_RATE, audio.duration, fps, num_frames).astype(np.float32)
+    return _average_over_frames(rows, FRAME_RATE, audio.duration, fps, num_frames).astype(np.float32)
 
 
 # ---- the stored features ---------------------------------------------------------------------------------

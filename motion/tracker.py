@@ -14,6 +14,7 @@ import logging
 import os
 import sys
 import warnings
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
@@ -206,3 +207,17 @@ def track_portrait(image: np.ndarray, tracker: Tracker | None = None, source: st
     if len(faces) > 1:
         log.warning("%s holds %d faces; animating the largest", source, len(faces))
     return faces[0]
+
+
+def track_frames(images: Iterable[np.ndarray]) -> np.ndarray:
+    """Landmarks [T, 478, 3] of the largest face in each frame of a video (uint8 [H, W, 3] RGB each),
+    tracked as a video; nan rows where no face was found."""
+    tracker = MediapipeTracker(video=True, max_faces=1)
+    try:
+        out = []
+        for image in images:
+            faces = tracker.detect(image)
+            out.append(faces[0].points if faces else np.full((NUM_POINTS, 3), np.nan, np.float32))
+        return np.stack(out) if out else np.zeros((0, NUM_POINTS, 3), np.float32)
+    finally:
+        tracker.close()

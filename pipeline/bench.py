@@ -42,11 +42,12 @@ def frame_rms(samples: np.ndarray, rate: int, num_frames: int, fps: float) -> np
 def lipsync_correlation(video: str | os.PathLike, audio) -> float:
     """Pearson correlation between the mouth opening measured on ``video``'s frames with the project's
     tracker and the audio's frame RMS envelope (smoothed over 3 frames, as the mouth cannot follow faster)."""
+    from motion.tracker import track_frames
     from pipeline.media import probe_video, read_video_frames
-    from pipeline.oneshot import mouth_opening
+    from pipeline.metrics import mouth_opening
 
     info = probe_video(video)
-    opening = mouth_opening(list(read_video_frames(video)))
+    opening = mouth_opening(track_frames(read_video_frames(video)))
     env = frame_rms(audio.samples, audio.rate, len(opening), info.fps)
     env = np.convolve(env, np.ones(3) / 3, "same")
     ok = ~np.isnan(opening)
@@ -264,21 +265,17 @@ def bench_nerf(
         print(f"  encoding [{name}]: forward {n / fwd / 1e6:.2f} M points/s, "
               f"forward+backward {n / both / 1e6:.2f} M points/s")  # fmt: skip
     if identity:
-        from motion.sequence import MotionSequence
         from pipeline.workspace import Workspace, identity_dir
         from renderers.base import load_renderer
 
         ws = Workspace.open(identity_dir(identity, workspace))
-        renderer = load_renderer(ws.path / "renderers" / "nerf")
+        renderer = load_renderer(
+            ws.trained_renderer_dir("nerf"), render={"resolution": resolution} if resolution else None
+        )
         renderer.device = dev
-        if resolution:
-            renderer.config.render.resolution = resolution
-        t = ws.tracking()
         idx = np.array(list(ws.split("holdout")) or range(ws.num_frames))[:frames]
-        pose = np.concatenate([t["rotation"][idx], t["translation"][idx]], 1).astype(np.float32)
-        motion = MotionSequence(ws.fps, t["expression"][idx].astype(np.float32), pose,
-                                tuple(str(s) for s in t["names"]))  # fmt: skip
-        list(renderer.render(MotionSequence(ws.fps, motion.expression[:1], motion.pose[:1], motion.names)))
+        motion = ws.motion(idx)
+        list(renderer.render(ws.motion(idx[:1])))
         sync()
         start = time.perf_counter()
         count = sum(1 for _ in renderer.render(motion))
@@ -357,8 +354,8 @@ def bench_autoencoder(
     from diffusers import AutoencoderKL
 
     from common.config import load_config
-    from pipeline import metrics
     from pipeline.workspace import Workspace, identity_dir
+    from renderers import image_quality
     from renderers.base import load_renderer
     from renderers.device import pick_device
     from renderers.diffusion.conditioning import ConditioningConfig
@@ -400,7 +397,7 @@ def bench_autoencoder(
 
     def scores(painted: torch.Tensor) -> dict[str, float]:
         p, t = premultiplied(painted), premultiplied(target)
-        return {"psnr_window": metrics.psnr(p, t), "psnr_mouth": metrics.psnr(p, t, mask=mouth)}
+        return {"psnr_window": image_quality.psnr(p, t), "psnr_mouth": image_quality.psnr(p, t, mask=mouth)}
 
     torch.manual_seed(0)
     ae = AutoencoderKL(

@@ -11,6 +11,7 @@ import time
 from pathlib import Path
 
 from common.errors import UserError
+from renderers import registry
 
 
 def _add_config_args(parser: argparse.ArgumentParser) -> None:
@@ -118,17 +119,13 @@ def _run_train(args: argparse.Namespace) -> int:
     from pipeline.workspace import Workspace, identity_dir
 
     people = [Workspace.open(identity_dir(name, args.workspace)) for name in args.identity]
-    if args.renderer == "diffusion":
-        from renderers.diffusion.train import DiffusionTrainConfig as Config
-        from renderers.diffusion.train import train
-    else:
-        if len(people) > 1:
-            raise UserError("a NeRF renderer is trained on one identity", "give --identity once")
-        from renderers.nerf.train import NerfTrainConfig as Config
-        from renderers.nerf.train import train
+    entry = registry.entry(args.renderer)
+    if len(people) > 1 and not entry.several_identities:
+        raise UserError(f"a {entry.name} renderer is trained on one identity", "give --identity once")
+    Config, train = entry.trainer()
     preset = args.config or f"{args.renderer}_{args.preset}.yaml"
     config = _config_from_args(Config, argparse.Namespace(config=preset, set=args.set), ())
-    out = Path(args.out) if args.out else people[0].path / "renderers" / args.renderer
+    out = Path(args.out) if args.out else people[0].renderer_dir(args.renderer)
     start = time.perf_counter()
     train(people if len(people) > 1 else people[0], out, config, progress=not args.quiet)
     names = ", ".join(ws.path.name for ws in people)
@@ -213,7 +210,7 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--transcript", help="text of the speech (or a .txt path): aligned for sharper visemes")
     gen.add_argument("--out", default="outputs/talking.mp4", help="output .mp4 (default: %(default)s)")
     gen.add_argument(
-        "--renderer", choices=["warp", "diffusion"], help="warp (default) or a trained diffusion"
+        "--renderer", choices=registry.portrait_names(), help="warp (default) or a trained diffusion"
     )
     gen.add_argument("--checkpoint", help="the diffusion renderer's folder (trained on several people)")
     demo = sub.add_parser("demo", help="generate on the embedded default photo and speech clip")
@@ -253,7 +250,7 @@ def build_parser() -> argparse.ArgumentParser:
     bnerf = bench_sub.add_parser("nerf", help="NeRF: hash-grid encoding speed per backend, render frames/s")
     bnerf.add_argument("--identity", help="a trained identity whose render speed to measure")
     bnerf.add_argument("--workspace", help="root folder of the identities (default outputs/identities)")
-    bnerf.add_argument("--preset", choices=["tiny", "preview", "full"], default="preview", help="grid sizes")
+    bnerf.add_argument("--preset", choices=registry.PRESETS, default="preview", help="grid sizes")
     bnerf.add_argument("--resolution", type=int, help="render side (default: the renderer's own)")
     bnerf.add_argument("--frames", type=int, default=20, help="frames rendered (default 20)")
     bnerf.add_argument("--points", type=int, help="points per encoding call (default 2^20 GPU, 2^16 CPU)")
@@ -261,7 +258,7 @@ def build_parser() -> argparse.ArgumentParser:
     bnerf.set_defaults(func=_run_bench_nerf)
 
     bdiff = bench_sub.add_parser("diffusion", help="diffusion renderer: painting frames/s per size and steps")
-    bdiff.add_argument("--preset", choices=["tiny", "preview", "full"], default="full", help="network size")
+    bdiff.add_argument("--preset", choices=registry.PRESETS, default="full", help="network size")
     bdiff.add_argument("--sizes", type=int, nargs="+", default=[256, 512], help="sample sizes (256 512)")
     bdiff.add_argument("--steps", type=int, nargs="+", default=[1, 2, 4, 8], help="step counts (1 2 4 8)")
     bdiff.add_argument("--batch", type=int, default=4, help="frames painted at once (4)")
@@ -279,7 +276,7 @@ def build_parser() -> argparse.ArgumentParser:
     bae.add_argument("--size", type=int, default=0, help="crop side (default: the renderer's, else 128)")
     bae.add_argument("--factor", type=int, default=4, help="latent downsampling (4)")
     bae.add_argument("--seconds", type=float, default=600, help="autoencoder training time (600)")
-    bae.add_argument("--preset", choices=["tiny", "preview", "full"], default="full", help="network timed")
+    bae.add_argument("--preset", choices=registry.PRESETS, default="full", help="network timed")
     bae.add_argument("--device", default="auto", help="cuda, cpu or auto")
     bae.set_defaults(func=_run_bench_autoencoder)
 
@@ -308,18 +305,18 @@ def build_parser() -> argparse.ArgumentParser:
         help="the prepared identity's name; repeat it to train a diffusion renderer on several people",
     )  # fmt: skip
     tr.add_argument("--workspace", help="root folder of the identities (default outputs/identities)")
-    tr.add_argument("--renderer", choices=["nerf", "diffusion"], default="nerf", help="renderer to train")
-    tr.add_argument("--out", help="checkpoint folder (default: the first identity's renderers/RENDERER)")
     tr.add_argument(
-        "--preset", choices=["tiny", "preview", "full"], default="preview", help="size and length"
+        "--renderer", choices=registry.trainable_names(), default="nerf", help="renderer to train"
     )
+    tr.add_argument("--out", help="checkpoint folder (default: the first identity's renderers/RENDERER)")
+    tr.add_argument("--preset", choices=registry.PRESETS, default="preview", help="size and length")
     tr.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     _add_config_args(tr)
     tr.set_defaults(func=_run_train)
 
     ren = sub.add_parser("render", help="a trained identity saying new audio -> video")
     _add_identity_args(ren, "trained")
-    ren.add_argument("--renderer", choices=["nerf", "diffusion"], help="trained renderer (default nerf)")
+    ren.add_argument("--renderer", choices=registry.trainable_names(), help="trained renderer (default nerf)")
     ren.add_argument("--audio", required=True, help="speech: wav, flac, mp3, m4a or a video's audio track")
     ren.add_argument("--transcript", help="text of the speech (or a .txt path)")
     ren.add_argument("--poses", help="footage (default), static, or a MotionSequence .npz")
@@ -331,7 +328,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = sub.add_parser("eval", help="measure a trained identity on held-out footage: images and lip sync")
     _add_identity_args(ev, "trained")
-    ev.add_argument("--renderer", choices=["nerf", "diffusion"], help="trained renderer (default nerf)")
+    ev.add_argument("--renderer", choices=registry.trainable_names(), help="trained renderer (default nerf)")
     ev.add_argument(
         "--on", help="another prepared clip of the same person (identity name) to evaluate on, all of it"
     )

@@ -34,16 +34,14 @@ from common.files import atomic_path, write_json, write_png
 from motion.audio import Audio, load_audio
 from motion.audio2motion import Audio2MotionConfig, audio_to_motion
 from motion.sequence import MotionSequence
+from motion.tracker import track_frames
 from pipeline import metrics
 from pipeline.compositor import FootageCompositor
-from pipeline.identity_render import (
-    adapt_to_identity,
-    composed,
-    with_footage_expression,
-    within_trained_range,
-)
+from pipeline.drive import composed, retarget
 from pipeline.media import VideoWriter
 from pipeline.workspace import Workspace, identity_dir
+from renderers import image_quality
+from renderers.base import load_renderer
 
 log = logging.getLogger(__name__)
 
@@ -97,37 +95,21 @@ def _segment_audio(target: Workspace, frames: np.ndarray) -> Audio:
     return Audio(speech.samples[start:stop], speech.rate)
 
 
-def _track(images: list[np.ndarray]) -> np.ndarray:
-    """Landmarks [T, 478, 3] of the largest face per frame (nan where none was found)."""
-    from motion.tracker import MediapipeTracker
-
-    tracker = MediapipeTracker(video=True, max_faces=1)
-    try:
-        out = np.full((len(images), 478, 3), np.nan, np.float32)
-        for t, image in enumerate(images):
-            faces = tracker.detect(image)
-            if faces:
-                out[t] = faces[0].points
-        return out
-    finally:
-        tracker.close()
-
-
 def _image_metrics(fake: np.ndarray, real: np.ndarray, box: tuple[int, int, int, int], lpips) -> dict:
     a = fake.astype(np.float32) / 255
     b = real.astype(np.float32) / 255
     fa, fb = metrics.crop(a, box), metrics.crop(b, box)
     out = {
-        "psnr": metrics.psnr(a, b),
-        "ssim": float(metrics.ssim(a, b)),
-        "psnr_face": metrics.psnr(fa, fb),
-        "ssim_face": float(metrics.ssim(fa, fb)),
+        "psnr": image_quality.psnr(a, b),
+        "ssim": float(image_quality.ssim(a, b)),
+        "psnr_face": image_quality.psnr(fa, fb),
+        "ssim_face": float(image_quality.ssim(fa, fb)),
     }
     if lpips is not None:
         import torch
 
         with torch.no_grad():
-            out["lpips_face"] = float(lpips(metrics.as_nchw(fa), metrics.as_nchw(fb)).mean())
+            out["lpips_face"] = float(lpips(image_quality.as_nchw(fa), image_quality.as_nchw(fb)).mean())
     return out
 
 
@@ -193,17 +175,11 @@ def evaluate_identity(
             None evaluates on the identity's own held-out frames.
         out: report folder (default: the identity's ``report/eval_<renderer>[_on_<clip>]``).
     """
-    from renderers.base import load_renderer
     from renderers.perceptual import LPIPS, available
 
     config = config or EvalConfig()
     model_ws = Workspace.open(identity_dir(identity, workspace))
-    model_dir = model_ws.path / "renderers" / config.renderer
-    if not (model_dir / "model.safetensors").is_file():
-        raise InputError(
-            f"identity {identity!r} has no trained {config.renderer} renderer ({model_dir} is empty)",
-            f"train it first: talking-portrait train --identity {identity} --renderer {config.renderer}",
-        )
+    model_dir = model_ws.trained_renderer_dir(config.renderer)
     target = model_ws if on is None else Workspace.open(identity_dir(on, workspace))
     target.require("report")
     if target.size != model_ws.size:
@@ -211,24 +187,10 @@ def evaluate_identity(
             f"{target.path.name} was prepared at {target.size} px and {identity} at {model_ws.size} px",
             f"prepare {target.path.name} again with --size {model_ws.size}",
         )
-    renderer = load_renderer(model_dir)
-    tracking = target.tracking()
-    render_settings = getattr(getattr(renderer, "config", None), "render", None)
-    for name in ("resolution", "steps"):
-        value = getattr(config, name)
-        if not value:
-            continue
-        if not hasattr(render_settings, name):
-            raise InputError(
-                f"the {config.renderer} renderer has no {name} setting", f"leave {name} out for this renderer"
-            )
-        setattr(render_settings, name, value)
-    if hasattr(getattr(renderer, "config", None), "focal"):  # the camera of the clip evaluated on
-        renderer.config.focal = float(tracking["focal"])
+    fit = target.fit()
+    overrides = {name: getattr(config, name) for name in ("resolution", "steps") if getattr(config, name)}
+    renderer = load_renderer(model_dir, render=overrides, focal=fit.focal)  # the camera of the clip
     frames = _held_out_frames(model_ws, target, config.max_frames)
-    names = tuple(str(n) for n in tracking["names"])
-    pose = np.concatenate([tracking["rotation"][frames], tracking["translation"][frames]], 1)
-    pose = pose.astype(np.float32)
     lpips = LPIPS.load() if config.lpips and available() else None
     report_dir = (
         Path(out)
@@ -238,11 +200,11 @@ def evaluate_identity(
     report_dir.mkdir(parents=True, exist_ok=True)
 
     # self-reenactment
-    tracked = MotionSequence(target.fps, tracking["expression"][frames].astype(np.float32), pose, names)
+    tracked = fit.motion(target.fps, frames)
     reenacted = _compose_all(renderer, tracked, target, frames, progress)
     real = [rgb for _, rgb, _ in target.iter_frames([int(i) for i in frames])]
     scale = METRIC_SIZE / target.size
-    boxes = [metrics.face_box(tracking["landmarks"][i], target.size) for i in frames]
+    boxes = [metrics.face_box(fit.landmarks[i], target.size) for i in frames]
     per_frame = [
         _image_metrics(fake, gt, box, lpips) for fake, gt, box in zip(reenacted, real, boxes, strict=True)
     ]
@@ -250,17 +212,12 @@ def evaluate_identity(
     # audio-driven
     speech = _segment_audio(target, frames)
     predicted = audio_to_motion(speech, target.fps, num_frames=len(frames), config=config.motion)
-    valid = tracking["expression"][tracking["valid"]]
-    expression = adapt_to_identity(predicted.with_names(names).expression, names, valid)
-    expression = with_footage_expression(expression, names, tracking, frames)
-    trained = model_ws.tracking()
-    expression = within_trained_range(expression, trained["expression"][trained["valid"]])
-    driven = MotionSequence(target.fps, expression.astype(np.float32), pose, names)
+    driven = retarget(predicted, fit, frames, trained=model_ws.fit())
     spoken = _compose_all(renderer, driven, target, frames, progress)
 
-    real_lm = tracking["landmarks"][frames]
-    spoken_lm = _track(spoken)
-    reenacted_lm = _track(reenacted)
+    real_lm = fit.landmarks[frames]
+    spoken_lm = track_frames(spoken)
+    reenacted_lm = track_frames(reenacted)
     opening = {
         "real footage": metrics.mouth_opening(real_lm),
         "reenacted (tracked motion)": metrics.mouth_opening(reenacted_lm),

@@ -13,10 +13,7 @@ import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-
 from common.config import save_config
-from common.errors import InputError
 from motion.audio import load_audio
 from motion.audio2motion import Audio2MotionConfig, audio_to_motion
 from motion.face_model import FaceModel
@@ -25,7 +22,8 @@ from motion.tracker import make_tracker, track_portrait
 from pipeline.compositor import Compositor
 from pipeline.framing import frame_square
 from pipeline.media import VideoWriter, check_output_path, load_image
-from renderers.warp.renderer import WarpConfig, WarpRenderer
+from renderers import registry
+from renderers.warp.renderer import WarpConfig
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +49,8 @@ class GenerateConfig:
     warp: WarpConfig = field(default_factory=WarpConfig)
     """Warp renderer settings."""
     renderer: str = "warp"
-    """warp (no training), or diffusion: a diffusion renderer trained on several people (``checkpoint``)."""
+    """warp (no training), or diffusion: a diffusion renderer trained on several people (``checkpoint``).
+    The section of this config named after the renderer (``warp``) holds its settings."""
     checkpoint: str = ""
     """The trained diffusion renderer's folder, for ``renderer: diffusion``."""
 
@@ -117,16 +116,12 @@ def generate(
     )
     lap("motion")
 
-    if config.renderer == "diffusion":
-        renderer, motion_in = _portrait_diffusion(config, framed, fit, motion)
-    elif config.renderer == "warp":
-        renderer, motion_in = WarpRenderer(framed, fit, config.warp), motion
-    else:
-        raise InputError(f"unknown renderer {config.renderer!r} for a portrait", "use warp or diffusion")
+    build = registry.entry(config.renderer).portrait_builder()
+    renderer = build(framed, fit, getattr(config, config.renderer, None), config.checkpoint)
     compositor = Compositor(framed)
     lap("prepare")
 
-    frames = renderer.render(motion_in, progress=progress)
+    frames = renderer.render(motion, progress=progress)
     with VideoWriter(out, config.fps, (config.size, config.size), audio=speech, crf=config.crf) as writer:
         for head in frames:
             writer.write(compositor.compose(head))
@@ -136,24 +131,6 @@ def generate(
     if save_motion:
         motion.save(out.with_name(out.stem + ".motion.npz"))
     return GenerateResult(out, config_path, motion, len(motion), speech.duration, timings)
-
-
-def _portrait_diffusion(config: GenerateConfig, framed: np.ndarray, fit, motion: MotionSequence):
-    """The diffusion checkpoint ``config.checkpoint`` adapted to this portrait, and the motion it takes."""
-    from renderers.base import load_renderer
-    from renderers.diffusion.renderer import DiffusionRenderer
-
-    if not config.checkpoint:
-        raise InputError(
-            "renderer diffusion needs a trained checkpoint",
-            "train one on several people (talking-portrait train --renderer diffusion --identity A "
-            "--identity B --out DIR) and pass --set checkpoint=DIR",
-        )
-    trained = load_renderer(config.checkpoint)
-    if not isinstance(trained, DiffusionRenderer):
-        raise InputError(f"{config.checkpoint} holds a {trained.name} renderer", "give a diffusion one")
-    renderer = trained.for_portrait(framed, fit)
-    return renderer, renderer.portrait_motion(motion)
 
 
 def demo_inputs() -> tuple[Path, Path, str]:
@@ -167,22 +144,3 @@ def demo_inputs() -> tuple[Path, Path, str]:
         "Every word moves the lips, and the mouth rests when the voice stops."
     )
     return photo, speech, transcript
-
-
-def mouth_opening(frames: list[np.ndarray] | np.ndarray) -> np.ndarray:
-    """Inner-lip gap over mouth width per frame, measured with the project's tracker ([T]; NaN: no face)."""
-    from motion import topology as tp
-    from motion.tracker import MediapipeTracker
-
-    tracker = MediapipeTracker(video=True)
-    out = []
-    for frame in frames:
-        faces = tracker.detect(frame)
-        if not faces:
-            out.append(np.nan)
-            continue
-        p = faces[0].points[:, :2]
-        gap = np.linalg.norm(p[tp.LOWER_LIP_CENTER_INNER] - p[tp.UPPER_LIP_CENTER_INNER])
-        width = np.linalg.norm(p[tp.MOUTH_CORNERS[1]] - p[tp.MOUTH_CORNERS[0]])
-        out.append(gap / max(width, 1e-6))
-    return np.array(out)

@@ -34,13 +34,13 @@ import numpy as np
 
 from common.config import save_config, to_dict
 from common.errors import InputError, NoFaceError
-from common.files import atomic_path, save_npz, write_png
+from common.files import atomic_path, write_png
 from motion.audio import SAMPLE_RATE, Audio, load_audio
 from motion.clip_fit import ClipFitConfig, fit_clip
 from motion.tracker import FaceLandmarks, MediapipeTracker
 from pipeline.framing import square_around_face
 from pipeline.media import VideoInfo, probe_video, read_video_frames
-from pipeline.workspace import SCHEMA_VERSION, Workspace, encode_frame, identity_dir, read_chunk, write_chunk
+from pipeline.workspace import Workspace, encode_frame, identity_dir, read_chunk, write_chunk
 
 log = logging.getLogger(__name__)
 
@@ -342,7 +342,8 @@ class Preparer:
             )
         valid, gaps = interpolate_gaps(landmarks, found, round(cfg.max_gap_seconds * cfg.fps))
         fit = fit_clip(landmarks, valid, (cfg.size, cfg.size), cfg.fit)
-        save_tracking(self.ws.file("tracking.npz"), fit, landmarks, valid, found)
+        fit.found = found
+        fit.save(self.ws.file("tracking.npz"))
         self.ws.info["summary"] = {
             **self.ws.info.get("summary", {}),
             "frames": n,
@@ -487,33 +488,6 @@ def interpolate_gaps(
             valid[t:end] = before >= 0 or after < n
         t = end
     return valid, gaps
-
-
-def save_tracking(path: Path, fit, landmarks: np.ndarray, valid: np.ndarray, found: np.ndarray) -> None:
-    """Write ``tracking.npz``: the clip fit plus the landmarks it was fitted to.
-
-    Arrays: ``shape`` [478, 3], ``focal`` (pixels), ``image_size`` (h, w), ``rotation`` [T, 3] and
-    ``translation`` [T, 3] (camera convention of :mod:`motion.clip_fit`), ``expression`` [T, E] with
-    ``names``, ``blink`` [T, 2], ``residual`` [T] pixels, ``weight`` [T], ``valid`` [T] (face tracked or
-    interpolated), ``found`` [T] (tracked), ``landmarks`` [T, 478, 3] pixels.
-    """
-    save_npz(
-        path,
-        schema_version=np.int32(SCHEMA_VERSION),
-        shape=fit.shape,
-        focal=np.float64(fit.focal),
-        image_size=np.array(fit.image_size, np.int32),
-        rotation=fit.rotation,
-        translation=fit.translation,
-        expression=fit.expression,
-        names=np.array(fit.names),
-        blink=fit.blink,
-        residual=fit.residual,
-        weight=fit.weight,
-        valid=valid,
-        found=found,
-        landmarks=landmarks.astype(np.float32),
-    )
 
 
 def write_wav(path: Path, audio: Audio) -> None:

@@ -93,10 +93,9 @@ def _plot_curves(
 
 def write_report(ws: Workspace) -> dict[str, Any]:
     """Write the report files of a prepared workspace and return the summary."""
-    tracking = ws.tracking()
-    fit = ClipFit.from_arrays(tracking)
-    landmarks = tracking["landmarks"]
-    valid = tracking["valid"]
+    fit = ws.fit()
+    landmarks = fit.landmarks
+    valid = fit.valid
     ws.report_dir.mkdir(parents=True, exist_ok=True)
     write_png(ws.report_dir / "contact_sheet.png", contact_sheet(ws, fit, landmarks))
 

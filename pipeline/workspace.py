@@ -28,6 +28,8 @@ import numpy as np
 
 from common.errors import InputError
 from common.files import save_npz, write_json
+from motion.clip_fit import ClipFit
+from motion.sequence import MotionSequence
 
 SCHEMA_VERSION = 1
 IDENTITY_FILE = "identity.json"
@@ -143,6 +145,8 @@ def read_chunk(path: Path) -> Chunk:
 class Workspace:
     """An identity's prepared data. Open an existing one with :meth:`open`.
 
+    It is the :class:`renderers.footage.Footage` the trained renderers learn from.
+
     Frames and masks are read chunk by chunk (one decoded chunk cached), so training can stream a
     ten-minute clip without holding it in memory.
     """
@@ -159,6 +163,20 @@ class Workspace:
 
     def chunk_path(self, index: int) -> Path:
         return self.chunk_dir / f"{index:05d}.npz"
+
+    def renderer_dir(self, renderer: str) -> Path:
+        """Where the identity's trained ``renderer`` (its registry name) is saved."""
+        return self.path / "renderers" / renderer
+
+    def trained_renderer_dir(self, renderer: str) -> Path:
+        """:meth:`renderer_dir` when a trained renderer is there, else an error saying how to train it."""
+        directory = self.renderer_dir(renderer)
+        if not (directory / "model.safetensors").is_file():
+            raise InputError(
+                f"identity {self.name!r} has no trained {renderer} renderer ({directory} is empty)",
+                f"train it first: talking-portrait train --identity {self.name} --renderer {renderer}",
+            )
+        return directory
 
     @property
     def report_dir(self) -> Path:
@@ -274,31 +292,31 @@ class Workspace:
             yield from self.iter_frames([frames[k] for k in rng.permutation(len(frames))])
 
     # ---- derived data ------------------------------------------------------------------------------
-    def tracked_frames(
-        self, split: str | None = None, tracking: dict[str, np.ndarray] | None = None
-    ) -> np.ndarray:
-        """int64 indices of the frames of ``split`` (None: all) whose tracking is valid."""
-        valid = (self.tracking() if tracking is None else tracking)["valid"]
+    @property
+    def name(self) -> str:
+        """The identity's name: its folder's name."""
+        return self.path.name
+
+    def fit(self) -> ClipFit:
+        """The clip fit of ``tracking.npz``."""
+        self.require("tracking")
+        return ClipFit.load(self.file("tracking.npz"))
+
+    def tracked_frames(self, split: str | None = None, fit: ClipFit | None = None) -> np.ndarray:
+        """int64 indices of the frames of ``split`` (None: all) whose tracking is valid (``fit``: the
+        workspace's clip fit when already read)."""
+        valid = (fit or self.fit()).valid
         span = range(self.num_frames) if split is None else self.split(split)
         return np.array([i for i in span if valid[i]], dtype=np.int64)
-
-    def tracking(self) -> dict[str, np.ndarray]:
-        """The arrays of ``tracking.npz`` (see :func:`pipeline.prepare.save_tracking`)."""
-        self.require("tracking")
-        with np.load(self.file("tracking.npz"), allow_pickle=False) as d:
-            return {k: d[k] for k in d.files}
 
     def background(self) -> np.ndarray:
         """The background plate, uint8 [S, S, 3] RGB."""
         self.require("background")
         return cv2.cvtColor(cv2.imread(str(self.file("background.png"))), cv2.COLOR_BGR2RGB)
 
-    def motion(self):
-        """The tracked motion of the whole clip as a :class:`motion.sequence.MotionSequence`."""
-        from motion.sequence import MotionSequence
-
-        t = self.tracking()
-        return MotionSequence(self.fps, t["expression"], np.concatenate([t["rotation"], t["translation"]], 1))
+    def motion(self, frames: np.ndarray | None = None) -> MotionSequence:
+        """The tracked motion of ``frames`` (default the whole clip), with camera poses."""
+        return self.fit().motion(self.fps, frames)
 
     def summary(self) -> dict[str, Any]:
         """The numbers of ``report/summary.json`` (or what is known so far)."""

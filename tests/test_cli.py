@@ -37,10 +37,11 @@ def test_video_has_audio_duration_size_and_streams(generated, demo_speech):
 
 def test_mouth_follows_speech_and_closes_in_silence(generated, demo_speech):
     from motion.audio_features import analyse_audio
-    from pipeline.oneshot import mouth_opening
+    from motion.tracker import track_frames
+    from pipeline.metrics import mouth_opening
 
     frames = np.stack(list(read_video_frames(generated)))
-    opening = mouth_opening(frames)
+    opening = mouth_opening(track_frames(frames))
     assert not np.isnan(opening).any()
     audio = load_audio(demo_speech)
     voiced = analyse_audio(audio.samples, SAMPLE_RATE).voiced

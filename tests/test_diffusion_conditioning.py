@@ -317,19 +317,19 @@ def tracking():
         pytest.skip(f"{WORKSPACE} not present")
     from pipeline.workspace import Workspace
 
-    return Workspace.open(WORKSPACE).tracking()
+    return Workspace.open(WORKSPACE).fit()
 
 
 def test_workspace_coverage_overlaps_tracked_face(tracking):
     cond = FaceConditioner.from_tracking(tracking)
-    size = int(tracking["image_size"][1])
-    frames = np.flatnonzero(tracking["valid"])
+    size = int(tracking.image_size[1])
+    frames = np.flatnonzero(tracking.valid)
     frames = frames[np.linspace(0, len(frames) - 1, 12).astype(int)]
     errors = []
     for i in frames:
-        e, r, t = tracking["expression"][i], tracking["rotation"][i], tracking["translation"][i]
+        e, r, t = tracking.expression[i], tracking.rotation[i], tracking.translation[i]
         px = cond.project(cond.camera_vertices(e, r, t), size)[: tp.NUM_POINTS]
-        landmarks = tracking["landmarks"][i, :, :2]
+        landmarks = tracking.landmarks[i, :, :2]
         errors.append(np.linalg.norm(px - landmarks, axis=1))
         hull = cv2.convexHull(landmarks.astype(np.float32))[:, 0]
         inside = np.zeros((size, size), np.uint8)

@@ -33,11 +33,7 @@ def trained(prepared, tiny):
 
 
 def _motion(ws: Workspace, frames: list[int]) -> MotionSequence:
-    t = ws.tracking()
-    pose = np.concatenate([t["rotation"][frames], t["translation"][frames]], 1).astype(np.float32)
-    return MotionSequence(
-        ws.fps, t["expression"][frames].astype(np.float32), pose, tuple(map(str, t["names"]))
-    )
+    return ws.motion(np.asarray(frames))
 
 
 def _fixed_loss(net: HeadDiffusion, batch: dict[str, np.ndarray]) -> float:

@@ -6,7 +6,8 @@ from __future__ import annotations
 import numpy as np
 
 from motion.blendshapes import EXPRESSION_NAMES
-from pipeline.identity_render import adapt_to_identity, parse_background, within_trained_range
+from pipeline.drive import adapt_to_identity, within_trained_range
+from pipeline.identity_render import parse_background
 
 
 def test_sparse_mouth_coefficients_are_scaled_by_their_active_values_and_bounded():

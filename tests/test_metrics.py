@@ -14,18 +14,15 @@ from motion import topology as tp
 from pipeline.metrics import (
     MOUTH_GAP_PAIRS,
     MOUTH_POINTS,
-    PSNR_CAP,
-    as_nchw,
     crop,
     face_box,
     mouth_box,
     mouth_landmark_distance,
     mouth_opening,
     pearson,
-    psnr,
-    ssim,
     temporal_error,
 )
+from renderers.image_quality import PSNR_CAP, as_nchw, psnr, ssim
 
 # ------------------------------------------------------------------------------------------------------------
 # SSIM

@@ -45,8 +45,8 @@ def test_occupancy_grid_skips_empty_space_without_changing_the_picture(trained, 
     renderer, _ = trained
     grid = renderer.occupancy
     assert grid is not None and grid.ready  # forty steps carve little; test_occupancy.py checks carving
-    t = prepared.tracking()
-    args = (t["rotation"][95], t["translation"][95], t["expression"][95], 48)
+    t = prepared.fit()
+    args = (t.rotation[95], t.translation[95], t.expression[95], 48)
     skipped, alpha_skipped, _ = renderer.render_image(*args)
     renderer.occupancy = None
     try:
@@ -71,8 +71,8 @@ def test_cuda_marching_matches_dense_rendering(trained, prepared):
     _, out = trained
     gpu = load_renderer(out)
     gpu.device = torch.device("cuda")
-    t = prepared.tracking()
-    args = (t["rotation"][95], t["translation"][95], t["expression"][95], 64)
+    t = prepared.fit()
+    args = (t.rotation[95], t.translation[95], t.expression[95], 64)
     marched, alpha_marched, _ = gpu.render_image(*args)
     grid, gpu.occupancy = gpu.occupancy, None
     dense, alpha_dense, _ = gpu.render_image(*args)
@@ -84,8 +84,8 @@ def test_cuda_marching_matches_dense_rendering(trained, prepared):
 def test_checkpoint_reloads_to_identical_pixels(trained, prepared):
     renderer, out = trained
     loaded = load_renderer(out)
-    t = prepared.tracking()
-    args = (t["rotation"][95], t["translation"][95], t["expression"][95], 32)
+    t = prepared.fit()
+    args = (t.rotation[95], t.translation[95], t.expression[95], 32)
     a, alpha_a, box_a = renderer.render_image(*args)
     b, alpha_b, box_b = loaded.render_image(*args)
     assert box_a == box_b and a.size > 0

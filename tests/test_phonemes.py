@@ -15,7 +15,7 @@ from motion.phonemes import (
     PHONES,
     SILENCE,
     PhoneSegment,
-    _align_decoder,
+    align_decoder,
     align_phones,
     audio_to_phones,
     recognize_phones,
@@ -64,7 +64,7 @@ def test_forced_alignment_gives_each_words_phones_in_order(demo):
     segments = align_phones(demo, DEMO_TEXT)
     _check_segments(segments, demo.duration)
     spoken = [s.phone for s in segments if s.phone != SILENCE]
-    decoder = _align_decoder()
+    decoder = align_decoder()
     position = 0
     for word in transcript_words(DEMO_TEXT):
         variants = [decoder.lookup_word(word)] + [decoder.lookup_word(f"{word}({k})") for k in range(2, 5)]

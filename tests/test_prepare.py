@@ -12,7 +12,6 @@ from common.errors import InputError, NoFaceError
 from motion import topology as tp
 from motion.audio import ffmpeg_exe
 from motion.blendshapes import EXPRESSION_INDEX
-from motion.clip_fit import ClipFit
 from motion.geometry import axis_angle_to_matrix, matrix_to_axis_angle
 from pipeline.cli import main
 from pipeline.prepare import PrepareConfig, _main_faces, interpolate_gaps, prepare
@@ -66,8 +65,8 @@ def test_recovers_pose(prepared, footage):
     turns as about 25% smaller than the 3D model that drove the warp. Nods and tilts come back within a
     degree; turns are checked for shape (correlation) and a gain within that known range.
     """
-    t = prepared.tracking()
-    rot = axis_angle_to_matrix(t["rotation"].astype(np.float64))
+    t = prepared.fit()
+    rot = axis_angle_to_matrix(t.rotation.astype(np.float64))
     relative = np.einsum("ji,tjk->tik", rot[0], rot)  # R_0^T R_t
     recovered = np.stack([matrix_to_axis_angle(r) for r in relative])
     truth = footage.motion.pose[:, :3].astype(np.float64)
@@ -82,22 +81,22 @@ def test_recovers_pose(prepared, footage):
     # the fitted, posed, expressed model lands where the renderer put the face, in workspace pixels
     crop = prepared.info["crop"]
     truth_px = (footage.points - np.array([crop["x"], crop["y"]])) * SIZE / crop["side"]
-    fitted_px = ClipFit.from_arrays(t).project()
+    fitted_px = t.project()
     error = np.linalg.norm(fitted_px[:, :468] - truth_px[:, :468], axis=-1)
     assert np.median(error) < 2.5, np.median(error)
     assert np.percentile(error.mean(1), 95) < 4.0
 
 
 def test_recovers_expression(prepared, footage):
-    t = prepared.tracking()
-    names = [str(n) for n in t["names"]]
-    jaw = t["expression"][:, names.index("jaw_open")]
+    t = prepared.fit()
+    names = [str(n) for n in t.names]
+    jaw = t.expression[:, names.index("jaw_open")]
     true_jaw = footage.motion.expression[:, EXPRESSION_INDEX["jaw_open"]]
     assert np.corrcoef(jaw, true_jaw)[0, 1] > 0.9
     assert np.abs(jaw - true_jaw).mean() < 0.15
     # Blinks: the warp only drags the lid skin down, which the tracker reads as a half-closed eye, so the
     # check is that each blink stands out clearly from the open-eye frames.
-    blink = t["blink"].mean(1)
+    blink = t.blink.mean(1)
     true_blink = footage.motion.expression[:, EXPRESSION_INDEX["blink_left"]]
     open_level = np.percentile(blink[true_blink == 0], 90)
     assert open_level < 0.2
@@ -109,8 +108,7 @@ def test_recovers_expression(prepared, footage):
 def test_masks_cover_the_face(prepared):
     import cv2
 
-    t = prepared.tracking()
-    fit = ClipFit.from_arrays(t)
+    fit = prepared.fit()
     for i in (0, 33, 66, 99):
         _, _, masks = next(prepared.iter_frames([i]))
         oval = fit.project(np.array([i]))[0, list(tp.FACE_OVAL)]
@@ -157,8 +155,8 @@ def test_resume_after_interruption_gives_identical_results(footage, prepared, tm
         b = np.load(resumed.chunk_path(c))
         for key in a.files:
             np.testing.assert_array_equal(a[key], b[key], err_msg=f"chunk {c} {key}")
-    ta, tb = prepared.tracking(), resumed.tracking()
-    for key in ta:
+    ta, tb = np.load(prepared.file("tracking.npz")), np.load(resumed.file("tracking.npz"))
+    for key in ta.files:
         np.testing.assert_array_equal(ta[key], tb[key], err_msg=key)
     # finished: running again changes nothing
     before = (ws_dir / "tracking.npz").stat().st_mtime_ns
@@ -291,12 +289,12 @@ def test_face_losses_short_ones_bridged_long_ones_left_out(footage, tmp_path):
         "-c:a", "copy", str(hidden),
     )  # fmt: skip
     ws = prepare(hidden, "hidden", tmp_path, CONFIG)
-    t = ws.tracking()
+    t = ws.fit()
     summary = ws.summary()
     gaps = dict((start, length) for start, length in summary["face_gaps"])
     assert gaps.get(25) == 8 and gaps.get(60) == 26, gaps
     assert summary["interpolated_frames"] == 8 and summary["invalid_frames"] == 26
-    assert t["valid"][25:33].all() and not t["valid"][60:86].any()
+    assert t.valid[25:33].all() and not t.valid[60:86].any()
     # the bridged frames get poses between their neighbours, close to the truth
-    rot = t["rotation"]
+    rot = t.rotation
     assert np.degrees(np.abs(rot[25:33] - (rot[24] + rot[33]) / 2)).max() < 2.0

@@ -29,6 +29,7 @@ import cv2
 import numpy as np
 
 from motion import topology as tp
+from motion.clip_fit import ClipFit
 from motion.face_model import FaceModel
 from motion.geometry import axis_angle_to_matrix
 
@@ -201,7 +202,7 @@ class FaceConditioner:
     """Renders an identity's face model as conditioning images (layout: :data:`CHANNELS`).
 
     Args:
-        shape: float32 [478, 3] the identity's neutral shape in model units (tracking ``shape``).
+        shape: float32 [478, 3] the identity's neutral shape in model units (fit ``shape``).
         focal: focal length in pixels at the reference image size.
         image_size: side of the (square) reference image the focal belongs to, or its (height, width).
         config: settings.
@@ -228,11 +229,9 @@ class FaceConditioner:
         self.window: tuple[float, float, float] | None = None
 
     @classmethod
-    def from_tracking(
-        cls, tracking: dict[str, np.ndarray], config: ConditioningConfig | None = None
-    ) -> FaceConditioner:
-        """A conditioner for a workspace's ``tracking()`` arrays (identity shape, focal, image size)."""
-        return cls(tracking["shape"], float(tracking["focal"]), tuple(tracking["image_size"]), config)
+    def from_fit(cls, fit: ClipFit, config: ConditioningConfig | None = None) -> FaceConditioner:
+        """A conditioner for an identity's clip fit (its shape, focal length and image size)."""
+        return cls(fit.shape, float(fit.focal), tuple(fit.image_size), config)
 
     def camera_vertices(self, expressions: np.ndarray, rotations: np.ndarray, translations: np.ndarray):
         """Camera-space vertices [..., 481, 3] (model points, then cap centres) of [..., E], [..., 3] x 2."""

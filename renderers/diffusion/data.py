@@ -13,8 +13,9 @@ import cv2
 import numpy as np
 import torch
 
-from pipeline.workspace import Workspace
+from motion.clip_fit import ClipFit
 from renderers.diffusion.conditioning import CHANNEL_INDEX, ConditioningConfig, FaceConditioner
+from renderers.footage import Footage
 from renderers.head_box import HeadBox
 
 
@@ -41,9 +42,9 @@ def head_window(
     return left, top, side
 
 
-def reference_index(tracking: dict[str, np.ndarray], frames: np.ndarray) -> int:
+def reference_index(fit: ClipFit, frames: np.ndarray) -> int:
     """The training frame whose expression is nearest the clip's median: the identity's reference look."""
-    expression = tracking["expression"][frames]
+    expression = fit.expression[frames]
     return int(frames[np.argmin(np.linalg.norm(expression - np.median(expression, 0), axis=1))])
 
 
@@ -63,32 +64,32 @@ class HeadCrops:
     """The training samples of one identity (see the module docstring).
 
     Args:
-        ws: the identity's workspace. frames: the frame indices trained on. size: side of the samples.
+        footage: the identity's workspace. frames: the frame indices trained on. size: side of the samples.
         conditioning: rasteriser settings. mouth_weight: loss weight of lip and mouth pixels.
     """
 
     def __init__(
         self,
-        ws: Workspace,
+        footage: Footage,
         frames: np.ndarray,
         size: int,
         conditioning: ConditioningConfig,
         mouth_weight: float,
     ) -> None:
-        self.ws = ws
+        self.footage = footage
         self.size = size
         self.mouth_weight = mouth_weight
-        self.tracking = ws.tracking()
-        t, valid = self.tracking, self.tracking["valid"]
+        self.fit = footage.fit()
+        fit, valid = self.fit, self.fit.valid
         self.window = head_window(
-            t["shape"], float(t["focal"]), t["rotation"][valid], t["translation"][valid], ws.size
+            fit.shape, fit.focal, fit.rotation[valid], fit.translation[valid], footage.size
         )
-        self.conditioner = FaceConditioner.from_tracking(self.tracking, conditioning).cropped(self.window)
+        self.conditioner = FaceConditioner.from_fit(self.fit, conditioning).cropped(self.window)
         self.frames = np.asarray(frames)
-        self.by_chunk = ws.by_chunk(self.frames)
+        self.by_chunk = footage.by_chunk(self.frames)
         self.chunks = sorted(self.by_chunk)
-        self.reference_index = reference_index(self.tracking, self.frames)
-        self.reference = to_unit(self.crop(ws.frame(self.reference_index)))
+        self.reference_index = reference_index(self.fit, self.frames)
+        self.reference = to_unit(self.crop(footage.frame(self.reference_index)))
         self._loaded: tuple[int, dict[str, np.ndarray]] | None = None
 
     def crop(self, image: np.ndarray) -> np.ndarray:
@@ -100,9 +101,9 @@ class HeadCrops:
 
     def conditioning(self, frames: np.ndarray) -> np.ndarray:
         """float32 [T, C, size, size] for frame indices (the tracked motion)."""
-        t = self.tracking
+        fit = self.fit
         return self.conditioner.render_batch(
-            t["expression"][frames], t["rotation"][frames], t["translation"][frames], self.size
+            fit.expression[frames], fit.rotation[frames], fit.translation[frames], self.size
         )
 
     def weight(self, conditioning: np.ndarray) -> np.ndarray:
@@ -118,7 +119,7 @@ class HeadCrops:
         if self._loaded is not None and self._loaded[0] == chunk:
             return self._loaded[1]
         ids, rgba = [], []
-        for i, rgb, masks in self.ws.iter_frames(self.by_chunk[chunk]):
+        for i, rgb, masks in self.footage.iter_frames(self.by_chunk[chunk]):
             ids.append(i)
             rgba.append(to_unit(np.dstack([self.crop(rgb), self.crop(masks.head_alpha)])))
         ids_arr = np.array(ids)
@@ -132,6 +133,6 @@ class HeadCrops:
         return np.stack(
             [
                 to_unit(np.dstack([self.crop(rgb), self.crop(m.head_alpha)]))
-                for _, rgb, m in self.ws.iter_frames(frames)
+                for _, rgb, m in self.footage.iter_frames(frames)
             ]
         )

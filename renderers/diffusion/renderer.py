@@ -11,17 +11,16 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from typing import Any
 
 import cv2
 import numpy as np
 import torch
 
-from common.config import from_dict
 from common.errors import InputError
 from motion.blendshapes import EXPRESSION_NAMES
-from motion.sequence import MotionSequence
+from motion.sequence import POSE_RELATIVE, MotionSequence, neck_pivot, to_camera
 from renderers.base import HeadFrame, Renderer
 from renderers.device import pick_device
 from renderers.diffusion.conditioning import ConditioningConfig, FaceConditioner
@@ -74,6 +73,7 @@ class DiffusionRenderer(Renderer):
     """
 
     name = "diffusion"
+    config_type = DiffusionModelConfig
 
     def __init__(
         self,
@@ -88,6 +88,9 @@ class DiffusionRenderer(Renderer):
         self.net = net or HeadDiffusion(config.network)
         self.ema = EMA(self.net)
         self.device = pick_device(config.render.device)
+        self.portrait_pose: tuple[np.ndarray, np.ndarray, np.ndarray] | None = None
+        """(rest rotation [3], translation [3], shape [478, 3]) of a photo (:meth:`for_portrait`): relative
+        speech motion is drawn about it."""
 
     def conditioner(self) -> FaceConditioner:
         return FaceConditioner(
@@ -119,7 +122,6 @@ class DiffusionRenderer(Renderer):
             photo: uint8 [S, S, 3] the framed portrait. fit: its :class:`motion.face_model.FaceFit`.
             focal_factor: the assumed focal length in photo widths (the fit's camera is weak-perspective).
         """
-        from motion.geometry import axis_angle_to_matrix
         from renderers.diffusion.data import head_window, to_unit
 
         size = photo.shape[0]
@@ -137,26 +139,22 @@ class DiffusionRenderer(Renderer):
         config.image_size, config.focal, config.window = size, float(focal), (left, top, side)
         out = DiffusionRenderer(config, fit.shape, reference, self.net)
         out.ema, out.device = self.ema, self.device
-        out.portrait_pose = (axis_angle_to_matrix(rot), trans, fit.shape)
+        out.portrait_pose = (rot, trans, fit.shape)
         return out
 
     def portrait_motion(self, motion: MotionSequence) -> MotionSequence:
-        """Speech motion (pose as a small delta about the neck) -> absolute poses of the portrait's camera."""
-        from motion import topology as tp
-        from motion.geometry import axis_angle_to_matrix, matrix_to_axis_angle
-
+        """Speech motion (relative head motion about the neck) -> the portrait's camera poses."""
+        if self.portrait_pose is None:
+            raise InputError(
+                "this diffusion renderer paints no portrait", "build it with for_portrait(photo, fit)"
+            )
         base_rot, base_trans, shape = self.portrait_pose
-        eye_y = shape[[tp.LEFT_EYE_CORNERS[0], tp.RIGHT_EYE_CORNERS[0]], 1].mean()
-        height = float(np.ptp(shape[list(tp.FACE_OVAL), 1]))
-        pivot = np.array([0.0, eye_y - 0.9 * height, shape[:, 2].min() - 0.4 * height])
-        pose = np.zeros((len(motion), 6), np.float32)
-        for t, (r, d) in enumerate(zip(motion.pose[:, :3], motion.pose[:, 3:], strict=True)):
-            delta = axis_angle_to_matrix(r.astype(np.float64))
-            pose[t, :3] = matrix_to_axis_angle(base_rot @ delta)
-            pose[t, 3:] = base_rot @ (pivot - delta @ pivot + d) + base_trans
-        return MotionSequence(motion.fps, motion.expression, pose, motion.names)
+        return to_camera(motion, base_rot, base_trans, neck_pivot(shape))
 
     def render(self, motion: MotionSequence, progress: bool = False) -> Iterator[HeadFrame]:
+        if motion.pose_kind == POSE_RELATIVE and self.portrait_pose is not None:
+            motion = self.portrait_motion(motion)
+        self.check_motion(motion)
         motion = motion.with_names(EXPRESSION_NAMES) if motion.names != EXPRESSION_NAMES else motion
         conditioner = self.conditioner()
         size = self.config.network.sample_size
@@ -183,9 +181,6 @@ class DiffusionRenderer(Renderer):
                 yield HeadFrame(rgb, image[3].astype(np.float32), box)
 
     # ---- saving --------------------------------------------------------------------------------------
-    def config_dict(self) -> dict[str, Any]:
-        return {"model": asdict(self.config)}
-
     def state_tensors(self) -> dict[str, np.ndarray]:
         state = {f"net.{k}": v for k, v in self.net.state_dict().items()}
         state.update({f"ema.{k}": v for k, v in self.ema.state_dict().items()})
@@ -195,11 +190,10 @@ class DiffusionRenderer(Renderer):
         return out
 
     @classmethod
-    def from_saved(cls, config: dict[str, Any], tensors: dict[str, np.ndarray]) -> DiffusionRenderer:
-        model_config = from_dict(DiffusionModelConfig, config["model"], "model")
+    def from_saved(cls, config: DiffusionModelConfig, tensors: dict[str, np.ndarray]) -> DiffusionRenderer:
         problem = "missing its face model or reference frame"
         if "identity.shape" in tensors and "identity.reference" in tensors:
-            renderer = cls(model_config, tensors["identity.shape"], tensors["identity.reference"])
+            renderer = cls(config, tensors["identity.shape"], tensors["identity.reference"])
             state = {k: torch.from_numpy(np.array(v)) for k, v in tensors.items()}
             try:
                 renderer.net.load_state_dict({k[4:]: v for k, v in state.items() if k.startswith("net.")})
@@ -211,3 +205,23 @@ class DiffusionRenderer(Renderer):
             f"the checkpoint is not a diffusion renderer this version can read: {problem}",
             "train it again with talking-portrait train --renderer diffusion",
         )
+
+
+def portrait_renderer(
+    photo: np.ndarray, fit, settings: Any = None, checkpoint: str = ""
+) -> DiffusionRenderer:
+    """A diffusion renderer trained on several people painting the person of one framed photo (uint8
+    [S, S, 3]) with its fitted face (:class:`motion.face_model.FaceFit`). ``checkpoint``: the trained
+    renderer's folder."""
+    from renderers.base import load_renderer
+
+    if not checkpoint:
+        raise InputError(
+            "renderer diffusion needs a trained checkpoint",
+            "train one on several people (talking-portrait train --renderer diffusion --identity A "
+            "--identity B --out DIR) and pass --checkpoint DIR",
+        )
+    trained = load_renderer(checkpoint)
+    if not isinstance(trained, DiffusionRenderer):
+        raise InputError(f"{checkpoint} holds a {trained.name} renderer", "give a diffusion one")
+    return trained.for_portrait(photo, fit)

@@ -21,13 +21,13 @@ import torch
 
 from common.config import to_dict
 from common.errors import InputError, ResourceError
-from pipeline import metrics
-from pipeline.workspace import Workspace
+from renderers import image_quality
 from renderers.device import pick_device
 from renderers.diffusion.conditioning import ConditioningConfig
 from renderers.diffusion.data import HeadCrops, premultiplied
 from renderers.diffusion.model import EMA, DiffusionNetConfig, HeadDiffusion, init_from_pretrained
 from renderers.diffusion.renderer import DiffusionModelConfig, DiffusionRenderConfig, DiffusionRenderer
+from renderers.footage import Footage
 from renderers.training import restore_optimizer, resume_state, run_training, scheduled, spread
 
 log = logging.getLogger(__name__)
@@ -117,14 +117,14 @@ class CropBatcher:
         }
 
 
-def model_config_for(ws: Workspace, crops: HeadCrops, config: DiffusionTrainConfig) -> DiffusionModelConfig:
+def model_config_for(person: Footage, crops: HeadCrops, config: DiffusionTrainConfig) -> DiffusionModelConfig:
     """The renderer's saved description for the (first) identity trained on."""
     return DiffusionModelConfig(
         network=config.network,
         render=config.render,
         conditioning=config.conditioning,
-        image_size=ws.size,
-        focal=float(crops.tracking["focal"]),
+        image_size=person.size,
+        focal=float(crops.fit.focal),
         window=tuple(int(v) for v in crops.window),
     )
 
@@ -134,7 +134,7 @@ def evaluate(renderer: DiffusionRenderer, crops: HeadCrops, frames: list[int]) -
     if not frames:
         return {}
     painted = renderer.paint(crops.conditioning(np.array(frames)))
-    return {"psnr_holdout": metrics.psnr(premultiplied(painted), premultiplied(crops.target(frames)))}
+    return {"psnr_holdout": image_quality.psnr(premultiplied(painted), premultiplied(crops.target(frames)))}
 
 
 def _out_of_memory(config: DiffusionTrainConfig, step: int, last: int) -> ResourceError:
@@ -146,34 +146,31 @@ def _out_of_memory(config: DiffusionTrainConfig, step: int, last: int) -> Resour
 
 
 def train(
-    workspaces: Workspace | Sequence[Workspace],
+    footage: Footage | Sequence[Footage],
     out_dir: str | Path,
     config: DiffusionTrainConfig | None = None,
     progress: bool = False,
     on_step: Callable[[int], None] | None = None,
 ) -> DiffusionRenderer:
-    """Train (or resume) the diffusion renderer on one or more identities into ``out_dir``.
+    """Train (or resume) the diffusion renderer on the footage of one or more identities into ``out_dir``.
 
     The saved renderer paints the first identity by default (its face model, window and reference frame).
     """
     config = config or DiffusionTrainConfig()
-    people_ws = [workspaces] if isinstance(workspaces, Workspace) else list(workspaces)
-    if not people_ws:
+    identities = list(footage) if isinstance(footage, (list, tuple)) else [footage]
+    if not identities:
         raise InputError("no identity to train on", "name one with --identity")
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
     size = config.network.sample_size
     people = []
-    for ws in people_ws:
-        ws.require("tracking")
-        frames = ws.tracked_frames("train")
+    for person in identities:
+        frames = person.tracked_frames("train")
         if len(frames) == 0:
-            raise InputError(
-                f"identity {ws.path.name} has no usable training frames", "prepare a longer clip"
-            )
-        people.append(HeadCrops(ws, frames, size, config.conditioning, config.mouth_weight))
+            raise InputError(f"identity {person.name} has no usable training frames", "prepare a longer clip")
+        people.append(HeadCrops(person, frames, size, config.conditioning, config.mouth_weight))
     first = people[0]
-    model_config = model_config_for(people_ws[0], first, config)
+    model_config = model_config_for(identities[0], first, config)
     device = pick_device(config.device)
     torch.manual_seed(config.seed)
     net = HeadDiffusion(config.network)
@@ -181,14 +178,14 @@ def train(
         summary = init_from_pretrained(net, config.pretrained)
         log.info("initialised from %s: %s", config.pretrained, summary)
     net.to(device)
-    renderer = DiffusionRenderer(model_config, first.tracking["shape"], first.reference, net)
+    renderer = DiffusionRenderer(model_config, first.fit.shape, first.reference, net)
     renderer.device = device
     renderer.ema = EMA(net, config.ema_decay)
     optimizer = torch.optim.AdamW(net.parameters(), lr=config.lr, weight_decay=config.weight_decay)
     settings = {
         "model": asdict(model_config),
         "train": to_dict(config),
-        "identities": [ws.path.name for ws in people_ws],
+        "identities": [person.name for person in identities],
     }
     state = resume_state(out_dir, settings)
     if state is not None:
@@ -201,7 +198,7 @@ def train(
         log.info("resuming %s from step %d", out_dir, state["step"])
 
     batcher = CropBatcher(people, config)
-    eval_ids = spread(list(people_ws[0].tracked_frames("holdout")), config.eval_frames)
+    eval_ids = spread(list(identities[0].tracked_frames("holdout")), config.eval_frames)
     autocast = config.mixed_precision and device.type == "cuda"
 
     def step(k: int) -> dict[str, float]:
@@ -225,7 +222,7 @@ def train(
     run_training(
         out_dir, renderer, optimizer, settings, state, config.iterations, step,
         (config.checkpoint_every, config.eval_every), lambda: evaluate(renderer, first, eval_ids),
-        f"diffusion on {', '.join(ws.path.name for ws in people_ws)}",
+        f"diffusion on {', '.join(person.name for person in identities)}",
         lambda k, last: _out_of_memory(config, k, last), None, progress, on_step,
     )  # fmt: skip
     return renderer

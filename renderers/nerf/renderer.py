@@ -3,13 +3,11 @@
 from __future__ import annotations
 
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
-from typing import Any
+from dataclasses import dataclass, field
 
 import numpy as np
 import torch
 
-from common.config import from_dict
 from motion.blendshapes import EXPRESSION_NAMES
 from motion.sequence import MotionSequence
 from renderers.base import HeadFrame, Renderer
@@ -60,6 +58,7 @@ class NerfRenderer(Renderer):
     """Render a trained field. Build it with :func:`renderers.nerf.train.train` or :func:`load_renderer`."""
 
     name = "nerf"
+    config_type = NerfModelConfig
 
     def __init__(self, config: NerfModelConfig, field_module: TriPlaneField | None = None) -> None:
         self.config = config
@@ -132,6 +131,7 @@ class NerfRenderer(Renderer):
         return rgb_img, alpha_img, (x0, y0, x1, y1)
 
     def render(self, motion: MotionSequence, progress: bool = False) -> Iterator[HeadFrame]:
+        self.check_motion(motion)
         motion = motion.with_names(EXPRESSION_NAMES) if motion.names != EXPRESSION_NAMES else motion
         frames = range(len(motion))
         if progress:
@@ -150,9 +150,6 @@ class NerfRenderer(Renderer):
             yield HeadFrame(rgb8, alpha.astype(np.float32), box)
 
     # ---- saving --------------------------------------------------------------------------------------
-    def config_dict(self) -> dict[str, Any]:
-        return {"model": asdict(self.config)}
-
     def state_tensors(self) -> dict[str, np.ndarray]:
         state = dict(self.field.state_dict())
         if self.occupancy is not None:
@@ -160,9 +157,8 @@ class NerfRenderer(Renderer):
         return {k: v.detach().cpu().numpy() for k, v in state.items()}
 
     @classmethod
-    def from_saved(cls, config: dict[str, Any], tensors: dict[str, np.ndarray]) -> NerfRenderer:
-        model_config = from_dict(NerfModelConfig, config["model"], "model")
-        renderer = cls(model_config)
+    def from_saved(cls, config: NerfModelConfig, tensors: dict[str, np.ndarray]) -> NerfRenderer:
+        renderer = cls(config)
         state = {k: torch.from_numpy(np.array(v)) for k, v in tensors.items()}
         grid = {k.removeprefix("occupancy."): v for k, v in state.items() if k.startswith("occupancy.")}
         renderer.field.load_state_dict({k: v for k, v in state.items() if not k.startswith("occupancy.")})

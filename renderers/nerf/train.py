@@ -22,8 +22,9 @@ import torch
 from common.config import to_dict
 from common.errors import InputError, ResourceError
 from motion import topology as tp
-from pipeline.workspace import Workspace
+from motion.clip_fit import ClipFit
 from renderers.device import pick_device
+from renderers.footage import Footage
 from renderers.head_box import HeadBox
 from renderers.nerf.field import FieldConfig
 from renderers.nerf.rays import camera_rays, volume_render
@@ -92,14 +93,14 @@ class NerfTrainConfig:
 class RayBatcher:
     """Rays and targets for each step, from one chunk of training frames at a time (streaming)."""
 
-    def __init__(self, ws: Workspace, frames: np.ndarray, config: NerfTrainConfig, renderer: NerfRenderer):
-        self.ws = ws
+    def __init__(self, footage: Footage, frames: np.ndarray, config: NerfTrainConfig, renderer: NerfRenderer):
+        self.footage = footage
         self.config = config
-        self.scale = config.size / ws.size
+        self.scale = config.size / footage.size
         self.focal = renderer.config.focal * self.scale
         self.renderer = renderer
-        self.tracking = ws.tracking()
-        self.by_chunk = ws.by_chunk(frames)
+        self.fit = footage.fit()
+        self.by_chunk = footage.by_chunk(frames)
         self.chunks = sorted(self.by_chunk)
         self._loaded: tuple[int, dict] | None = None
 
@@ -109,11 +110,11 @@ class RayBatcher:
         size = self.config.size
         frames, alphas, mouths = [], [], []
         ids = self.by_chunk[chunk]
-        for i, rgb, masks in self.ws.iter_frames(ids):
+        for i, rgb, masks in self.footage.iter_frames(ids):
             frames.append(cv2.resize(rgb, (size, size), interpolation=cv2.INTER_AREA))
             alphas.append(cv2.resize(masks.head_alpha, (size, size), interpolation=cv2.INTER_AREA))
             mouth = np.zeros((size, size), np.uint8)
-            lips = self.tracking["landmarks"][i, list(tp.LIPS_UPPER_OUTER + tp.LIPS_LOWER_OUTER[::-1]), :2]
+            lips = self.fit.landmarks[i, list(tp.LIPS_UPPER_OUTER + tp.LIPS_LOWER_OUTER[::-1]), :2]
             cv2.fillPoly(mouth, [np.round(lips * self.scale).astype(np.int32)], 1)
             mouths.append(cv2.dilate(mouth, np.ones((3, 3), np.uint8)))
         data = {
@@ -142,9 +143,7 @@ class RayBatcher:
             alpha = data["alpha"][k]
             head = np.flatnonzero(alpha.reshape(-1) > 0.5)
             inside = round(per_frame * cfg.head_fraction) if len(head) else 0
-            x0, y0, x1, y1 = self.renderer.projected_box(
-                self.tracking["rotation"][i], self.tracking["translation"][i], size
-            )
+            x0, y0, x1, y1 = self.renderer.projected_box(self.fit.rotation[i], self.fit.translation[i], size)
             x0, y0 = min(x0, size - 1), min(y0, size - 1)  # never an empty range to draw from
             x1, y1 = max(x1, 1), max(y1, 1)
             flat = np.concatenate(
@@ -181,7 +180,7 @@ class RayBatcher:
         gy, gx = np.mgrid[0:p, 0:p]
         for k in picks[np.arange(cfg.patches_per_batch) % len(picks)]:
             i = int(data["ids"][k])
-            centre = self.tracking["landmarks"][i, lips, :2].mean(0) * self.scale
+            centre = self.fit.landmarks[i, lips, :2].mean(0) * self.scale
             x0, y0 = np.round(centre - p / 2 + rng.uniform(-p / 4, p / 4, 2)).astype(int)
             x0, y0 = int(np.clip(x0, 0, size - p)), int(np.clip(y0, 0, size - p))
             ys, xs = (gy + y0).reshape(-1), (gx + x0).reshape(-1)
@@ -192,35 +191,35 @@ class RayBatcher:
         return {k: np.concatenate(v) for k, v in out.items()}
 
 
-def _train_frames(ws: Workspace, tracking: dict[str, np.ndarray]) -> np.ndarray:
-    frames = ws.tracked_frames("train", tracking)
+def _train_frames(footage: Footage, fit: ClipFit) -> np.ndarray:
+    frames = footage.tracked_frames("train", fit)
     if len(frames) == 0:
-        raise InputError(f"identity {ws.path.name} has no usable training frames", "prepare a longer clip")
+        raise InputError(f"identity {footage.name} has no usable training frames", "prepare a longer clip")
     return frames
 
 
-def model_config_for(ws: Workspace, config: NerfTrainConfig) -> NerfModelConfig:
+def model_config_for(footage: Footage, config: NerfTrainConfig) -> NerfModelConfig:
     """The renderer's saved description for a workspace and training settings."""
-    tracking = ws.tracking()
-    box = HeadBox.from_shape(tracking["shape"])
+    fit = footage.fit()
+    box = HeadBox.from_shape(fit.shape)
     return NerfModelConfig(
         network=config.network,
         render=config.render,
-        image_size=ws.size,
-        focal=float(tracking["focal"]),
+        image_size=footage.size,
+        focal=float(fit.focal),
         box_lo=tuple(float(v) for v in box.lo),
         box_hi=tuple(float(v) for v in box.hi),
-        num_frames=ws.num_frames,
+        num_frames=footage.num_frames,
     )
 
 
-def evaluate(renderer: NerfRenderer, ws: Workspace, frames: list[int], size: int) -> float:
+def evaluate(renderer: NerfRenderer, footage: Footage, frames: list[int], size: int) -> float:
     """PSNR (dB) of the rendered head against the footage times its head matte, over the head box."""
-    tracking = ws.tracking()
+    fit = footage.fit()
     errors = []
-    for i, rgb, masks in ws.iter_frames(frames):
+    for i, rgb, masks in footage.iter_frames(frames):
         pred, _, (x0, y0, x1, y1) = renderer.render_image(
-            tracking["rotation"][i], tracking["translation"][i], tracking["expression"][i], size
+            fit.rotation[i], fit.translation[i], fit.expression[i], size
         )
         if x1 <= x0:
             continue
@@ -252,7 +251,7 @@ def _patch_losses(
     pred: torch.Tensor, target: torch.Tensor, size: int, lpips
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
     """Structural loss (1 - SSIM) and LPIPS of mouth patches, [K * size * size, 3] premultiplied each."""
-    from pipeline.metrics import ssim
+    from renderers.image_quality import ssim
 
     pred = pred.view(-1, size, size, 3).permute(0, 3, 1, 2)
     target = target.view(-1, size, size, 3).permute(0, 3, 1, 2)
@@ -300,13 +299,13 @@ def _out_of_memory(config: NerfTrainConfig, step: int, last: int) -> ResourceErr
 
 
 def train(
-    ws: Workspace,
+    footage: Footage,
     out_dir: str | Path,
     config: NerfTrainConfig | None = None,
     progress: bool = False,
     on_step: Callable[[int], None] | None = None,
 ) -> NerfRenderer:
-    """Train (or resume training) the NeRF renderer of workspace ``ws`` into ``out_dir``.
+    """Train (or resume training) the NeRF renderer of workspace ``footage`` into ``out_dir``.
 
     Returns the trained renderer; ``out_dir`` then holds its checkpoint, ``train_log.csv``, TensorBoard
     events in ``tensorboard/`` and ``training_curves.png``.
@@ -314,10 +313,9 @@ def train(
     config = config or NerfTrainConfig()
     out_dir = Path(out_dir)
     out_dir.mkdir(parents=True, exist_ok=True)
-    ws.require("tracking")
-    tracking = ws.tracking()
-    frames = _train_frames(ws, tracking)
-    model_config = model_config_for(ws, config)
+    fit = footage.fit()
+    frames = _train_frames(footage, fit)
+    model_config = model_config_for(footage, config)
     device = pick_device(config.device)
     torch.manual_seed(config.seed)  # the initial weights belong to the run's seed
     renderer = NerfRenderer(model_config)
@@ -341,12 +339,12 @@ def train(
         restore_optimizer(out_dir, optimizer, state)
         log.info("resuming %s from step %d", out_dir, state["step"])
 
-    batcher = RayBatcher(ws, frames, config, renderer)
-    holdout = list(ws.split("holdout")) or list(frames[-config.eval_frames :])
+    batcher = RayBatcher(footage, frames, config, renderer)
+    holdout = list(footage.split("holdout")) or list(frames[-config.eval_frames :])
     eval_ids = spread(holdout, config.eval_frames)
-    expression = torch.as_tensor(tracking["expression"], dtype=torch.float32, device=device)
-    rotation = torch.as_tensor(tracking["rotation"], dtype=torch.float32, device=device)
-    translation = torch.as_tensor(tracking["translation"], dtype=torch.float32, device=device)
+    expression = torch.as_tensor(fit.expression, dtype=torch.float32, device=device)
+    rotation = torch.as_tensor(fit.rotation, dtype=torch.float32, device=device)
+    translation = torch.as_tensor(fit.translation, dtype=torch.float32, device=device)
     train_expression = expression[torch.as_tensor(frames, device=device)]
     autocast = config.mixed_precision and device.type == "cuda"
     lpips = _lpips(config, device)
@@ -375,7 +373,7 @@ def train(
         return {"loss": float(loss.detach()), **row}
 
     def held_out() -> dict[str, float]:
-        psnr = evaluate(renderer, ws, eval_ids, config.size)
+        psnr = evaluate(renderer, footage, eval_ids, config.size)
         field_module.train()
         return {"psnr_holdout": psnr}
 
@@ -386,7 +384,7 @@ def train(
 
     run_training(
         out_dir, renderer, optimizer, settings, state, config.iterations, step,
-        (config.checkpoint_every, config.eval_every), held_out, f"nerf on {ws.path.name}",
+        (config.checkpoint_every, config.eval_every), held_out, f"nerf on {footage.name}",
         lambda k, last: _out_of_memory(config, k, last), final_grid, progress, on_step,
     )  # fmt: skip
     return renderer

@@ -11,8 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import asdict, dataclass
-from typing import Any
+from dataclasses import dataclass, field
 
 import cv2
 import numpy as np
@@ -23,7 +22,7 @@ from motion import topology as tp
 from motion.blendshapes import EXPRESSION_NAMES
 from motion.face_model import FaceFit, FaceModel
 from motion.geometry import axis_angle_to_matrix
-from motion.sequence import MotionSequence
+from motion.sequence import POSE_RELATIVE, MotionSequence, neck_pivot
 from renderers.base import HeadFrame, Renderer
 from renderers.warp.mouth import MouthPainter
 
@@ -52,6 +51,18 @@ class WarpConfig:
     """Frames warped in parallel."""
 
 
+@dataclass
+class WarpModelConfig:
+    """What ``config.json`` holds for a saved warp renderer (the photo and its fit are in the tensors)."""
+
+    render: WarpConfig = field(default_factory=WarpConfig)
+    """The warp's settings."""
+    scale: float = 1.0
+    """The photo fit's scale: pixels per model unit."""
+    residual: float = 0.0
+    """The photo fit's landmark residual in pixels."""
+
+
 class WarpRenderer(Renderer):
     """Warp a photo along the face model.
 
@@ -62,6 +73,8 @@ class WarpRenderer(Renderer):
     """
 
     name = "warp"
+    config_type = WarpModelConfig
+    pose_kind = POSE_RELATIVE
 
     def __init__(self, image: np.ndarray, fit: FaceFit, config: WarpConfig | None = None) -> None:
         self.image = np.ascontiguousarray(image, dtype=np.uint8)
@@ -86,7 +99,7 @@ class WarpRenderer(Renderer):
         rest = self.model.vertices(self.fit.expression).astype(np.float64)  # [478, 3] head frame
         eye_y = rest[[tp.LEFT_EYE_CORNERS[0], tp.RIGHT_EYE_CORNERS[0]], 1].mean()
         mouth_y = rest[[tp.UPPER_LIP_CENTER_INNER, tp.LOWER_LIP_CENTER_INNER], 1].mean()
-        self._pivot = np.array([0.0, eye_y - cfg.pivot_below_eyes, rest[:, 2].min() - cfg.pivot_depth])
+        self._pivot = neck_pivot(rest, cfg.pivot_below_eyes, cfg.pivot_depth)
         self._rest_local = rest
         self.rest_points = self._to_pixels(rest, None)  # [478, 2]
 
@@ -180,6 +193,7 @@ class WarpRenderer(Renderer):
         return HeadFrame(out, alpha, self.box)
 
     def render(self, motion: MotionSequence, progress: bool = False) -> Iterator[HeadFrame]:
+        self.check_motion(motion)
         motion = motion.with_names(EXPRESSION_NAMES) if motion.names != EXPRESSION_NAMES else motion
         frames = range(len(motion))
         if progress:
@@ -201,13 +215,10 @@ class WarpRenderer(Renderer):
                 yield job.result()
 
     # ---- persistence ----------------------------------------------------------------------------------
-    def config_dict(self) -> dict[str, Any]:
-        return {
-            "config": asdict(self.config),
-            "scale": self.fit.scale,
-            "residual": self.fit.residual,
-            "expression_names": list(EXPRESSION_NAMES),
-        }
+    def model_config(self) -> WarpModelConfig:
+        return WarpModelConfig(
+            render=self.config, scale=float(self.fit.scale), residual=float(self.fit.residual)
+        )
 
     def state_tensors(self) -> dict[str, np.ndarray]:
         return {
@@ -220,14 +231,21 @@ class WarpRenderer(Renderer):
         }
 
     @classmethod
-    def from_saved(cls, config: dict[str, Any], tensors: dict[str, np.ndarray]) -> WarpRenderer:
+    def from_saved(cls, config: WarpModelConfig, tensors: dict[str, np.ndarray]) -> WarpRenderer:
         fit = FaceFit(
             shape=tensors["shape"],
             expression=tensors["expression"],
             rotation=tensors["rotation"],
             translation=tensors["translation"],
-            scale=float(config["scale"]),
+            scale=config.scale,
             centre=tensors["centre"],
-            residual=float(config.get("residual", 0.0)),
+            residual=config.residual,
         )
-        return cls(tensors["image"], fit, WarpConfig(**config["config"]))
+        return cls(tensors["image"], fit, config.render)
+
+
+def portrait_renderer(
+    photo: np.ndarray, fit: FaceFit, settings: WarpConfig | None = None, checkpoint: str = ""
+) -> WarpRenderer:
+    """The warp renderer for one framed photo (uint8 [S, S, 3]) and its fitted face; needs no checkpoint."""
+    return WarpRenderer(photo, fit, settings)
