@@ -9,18 +9,45 @@ atomically and ``training_state.json`` last, so a checkpoint is complete wheneve
 from __future__ import annotations
 
 import json
+import logging
 import time
 from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from common.errors import InputError
+from common.errors import InputError, ResourceError
 from common.files import atomic_path, write_json
+from renderers.base import Renderer, load_renderer
+
+log = logging.getLogger(__name__)
 
 STATE_FILE = "training_state.json"
+
+
+@dataclass
+class TrainConfig:
+    """Settings every trained renderer's run has; each renderer's own settings extend these."""
+
+    iterations: int = 3000
+    """Optimisation steps."""
+    steps_per_chunk: int = 40
+    """Steps spent on one chunk of frames before the next is streamed in."""
+    checkpoint_every: int = 500
+    """Steps between checkpoints."""
+    eval_every: int = 500
+    """Steps between held-out evaluations."""
+    eval_frames: int = 4
+    """Held-out frames rendered per evaluation."""
+    seed: int = 0
+    """Seed of every random draw."""
+    device: str = "auto"
+    """cuda, cpu or auto."""
+    mixed_precision: bool = True
+    """bfloat16 autocast for the networks on CUDA."""
 
 
 def save_checkpoint(
@@ -208,65 +235,103 @@ def resume_state(directory: Path, settings: dict[str, Any]) -> dict[str, Any] | 
     return state
 
 
-def run_training(
+def resume(
     directory: Path,
-    renderer,
-    optimizer: torch.optim.Optimizer,
     settings: dict[str, Any],
-    resumed: dict[str, Any] | None,
-    iterations: int,
-    step: Callable[[int], dict[str, float]],
-    every: tuple[int, int],
-    evaluate: Callable[[], dict[str, float]],
-    title: str,
-    out_of_memory: Callable[[int, int], Exception],
-    before_final_checkpoint: Callable[[], None] | None = None,
-    progress: bool = False,
-    on_step: Callable[[int], None] | None = None,
+    optimizer: torch.optim.Optimizer,
+    load_weights: Callable[[Renderer], None],
+) -> dict[str, Any] | None:
+    """Go on from the checkpoint in ``directory`` when it holds a run with these ``settings``: the saved
+    renderer is handed to ``load_weights`` (which copies its weights into the live modules) and the
+    optimizer's state is restored. Returns the saved state, or None for a new run (see
+    :func:`resume_state`)."""
+    state = resume_state(directory, settings)
+    if state is not None:
+        load_weights(load_renderer(directory))
+        restore_optimizer(directory, optimizer, state)
+        log.info("resuming %s from step %d", directory, state["step"])
+    return state
+
+
+@dataclass
+class TrainingRun:
+    """What the shared loop needs of one renderer's run.
+
+    Attributes:
+        directory: the checkpoint folder.
+        renderer: what each checkpoint saves.
+        optimizer: saved with it, so a resumed run goes on exactly.
+        settings: the model and training settings saved with every checkpoint (see :func:`resume_state`).
+        config: the run's length, reporting and seed.
+        step: runs optimisation step ``k`` (0-based) and returns its log row (``loss`` and any parts).
+        evaluate: held-out figures for the log.
+        title: the run's name in the progress bar and on the curves.
+        memory: (what a step holds, the setting to lower): the out-of-GPU-memory message, e.g.
+            ("4096 rays per step at 512 px", "fewer rays (--set rays_per_batch=2048)").
+        resumed: the saved state the run goes on from (:func:`resume`), None for a new run: its step is
+            the first step and its training time adds up.
+        before_final_checkpoint: called once before the last checkpoint is written.
+    """
+
+    directory: Path
+    renderer: Renderer
+    optimizer: torch.optim.Optimizer
+    settings: dict[str, Any]
+    config: TrainConfig
+    step: Callable[[int], dict[str, float]]
+    evaluate: Callable[[], dict[str, float]]
+    title: str
+    memory: tuple[str, str]
+    resumed: dict[str, Any] | None = None
+    before_final_checkpoint: Callable[[], None] | None = None
+
+    def out_of_memory(self, step: int, last: int) -> ResourceError:
+        held, lower = self.memory
+        return ResourceError(
+            f"out of GPU memory at step {step} with {held}",
+            f"resume with {lower} or a smaller preset (--preset preview); the run continues from its "
+            f"checkpoint at step {last}",
+        )
+
+
+def run_training(
+    run: TrainingRun, progress: bool = False, on_step: Callable[[int], None] | None = None
 ) -> None:
     """The loop the trained renderers share: steps, evaluation, log, checkpoints, progress, curves.
 
-    Args:
-        directory: the checkpoint folder. settings: saved with every checkpoint (see :func:`resume_state`).
-        resumed: the saved state the run goes on from (:func:`resume_state`), None for a new run: its step
-            is the first step and its training time adds up. iterations: last step.
-        step: runs optimisation step ``k`` (0-based) and returns its log row (``loss`` and any parts).
-        every: (checkpoint_every, eval_every) in steps. evaluate: held-out figures for the log.
-        out_of_memory: the error to raise when CUDA runs out of memory at (step, last checkpoint step).
-        before_final_checkpoint: called once before the last checkpoint is written.
+    ``on_step(k)`` is called after each step ``k`` (1-based) has been logged and, when due, saved.
     """
-    checkpoint_every, eval_every = every
-    start = int(resumed["step"]) if resumed is not None else 0
-    run_log = TrainingLog(directory, start if start else None)
+    config = run.config
+    iterations = config.iterations
+    start = int(run.resumed["step"]) if run.resumed is not None else 0
+    run_log = TrainingLog(run.directory, start if start else None)
     bar = None
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=iterations, initial=start, desc=title, unit="step", leave=False)
-    t0 = time.perf_counter() - float((resumed or {}).get("seconds", 0.0))
+        bar = tqdm(total=iterations, initial=start, desc=run.title, unit="step", leave=False)
+    t0 = time.perf_counter() - float((run.resumed or {}).get("seconds", 0.0))
     last_checkpoint = start
     try:
         for k in range(start, iterations):
             try:
-                parts = step(k)
+                parts = run.step(k)
             except torch.cuda.OutOfMemoryError as err:
-                raise out_of_memory(k, last_checkpoint) from err
+                raise run.out_of_memory(k, last_checkpoint) from err
             done = k + 1
             row = {"step": done, **parts}
-            if done % eval_every == 0 or done == iterations:
-                row.update(evaluate())
+            if done % config.eval_every == 0 or done == iterations:
+                row.update(run.evaluate())
             run_log.add(row)
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{row['loss']:.4f}")
-            if done % checkpoint_every == 0 or done == iterations:
-                if done == iterations and before_final_checkpoint is not None:
-                    before_final_checkpoint()
+            if done % config.checkpoint_every == 0 or done == iterations:
+                if done == iterations and run.before_final_checkpoint is not None:
+                    run.before_final_checkpoint()
                 run_log.flush()
-                save_checkpoint(
-                    directory, renderer, optimizer, done,
-                    {**as_json(settings), "seconds": time.perf_counter() - t0},
-                )  # fmt: skip
+                extra = {**as_json(run.settings), "seconds": time.perf_counter() - t0}
+                save_checkpoint(run.directory, run.renderer, run.optimizer, done, extra)
                 last_checkpoint = done
             if on_step is not None:
                 on_step(done)
@@ -275,4 +340,4 @@ def run_training(
         if bar is not None:
             bar.close()
     if run_log.csv.is_file():
-        plot_curves(run_log.csv, directory / "training_curves.png", title)
+        plot_curves(run_log.csv, run.directory / "training_curves.png", run.title)

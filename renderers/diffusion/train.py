@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from common.config import to_dict
-from common.errors import InputError, ResourceError
+from common.errors import InputError
 from renderers import image_quality
 from renderers.device import pick_device
 from renderers.diffusion.conditioning import ConditioningConfig
@@ -28,13 +28,13 @@ from renderers.diffusion.data import HeadCrops, premultiplied
 from renderers.diffusion.model import EMA, DiffusionNetConfig, HeadDiffusion, init_from_pretrained
 from renderers.diffusion.renderer import DiffusionModelConfig, DiffusionRenderConfig, DiffusionRenderer
 from renderers.footage import Footage
-from renderers.training import restore_optimizer, resume_state, run_training, scheduled, spread
+from renderers.training import TrainConfig, TrainingRun, resume, run_training, scheduled, spread
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
-class DiffusionTrainConfig:
+class DiffusionTrainConfig(TrainConfig):
     """Settings of a diffusion training run (presets: configs/diffusion_tiny.yaml, _preview, _full)."""
 
     iterations: int = 6000
@@ -64,14 +64,6 @@ class DiffusionTrainConfig:
     """Steps between checkpoints."""
     eval_every: int = 1000
     """Steps between held-out evaluations."""
-    eval_frames: int = 4
-    """Held-out frames painted per evaluation."""
-    seed: int = 0
-    """Seed of every random draw."""
-    device: str = "auto"
-    """cuda, cpu or auto."""
-    mixed_precision: bool = True
-    """bfloat16 autocast on CUDA."""
     pretrained: str = ""
     """A local diffusers UNet folder to start from (empty: from scratch)."""
     network: DiffusionNetConfig = field(default_factory=DiffusionNetConfig)
@@ -137,14 +129,6 @@ def evaluate(renderer: DiffusionRenderer, crops: HeadCrops, frames: list[int]) -
     return {"psnr_holdout": image_quality.psnr(premultiplied(painted), premultiplied(crops.target(frames)))}
 
 
-def _out_of_memory(config: DiffusionTrainConfig, step: int, last: int) -> ResourceError:
-    return ResourceError(
-        f"out of GPU memory at step {step} with batch {config.batch_size} at {config.network.sample_size} px",
-        f"resume with a smaller batch (--set batch_size={max(1, config.batch_size // 2)}) or a smaller "
-        f"preset (--preset preview); the run continues from its checkpoint at step {last}",
-    )
-
-
 def train(
     footage: Footage | Sequence[Footage],
     out_dir: str | Path,
@@ -187,15 +171,12 @@ def train(
         "train": to_dict(config),
         "identities": [person.name for person in identities],
     }
-    state = resume_state(out_dir, settings)
-    if state is not None:
-        from renderers.base import load_renderer
 
-        saved = load_renderer(out_dir)
+    def load_weights(saved: DiffusionRenderer) -> None:
         net.load_state_dict(saved.net.state_dict())
         renderer.ema.load_state_dict({k: v.to(device) for k, v in saved.ema.state_dict().items()})
-        restore_optimizer(out_dir, optimizer, state)
-        log.info("resuming %s from step %d", out_dir, state["step"])
+
+    state = resume(out_dir, settings, optimizer, load_weights)
 
     batcher = CropBatcher(people, config)
     eval_ids = spread(list(identities[0].tracked_frames("holdout")), config.eval_frames)
@@ -219,10 +200,21 @@ def train(
         renderer.ema.update(net, k)
         return {"loss": float(loss.detach()), **{name: float(v) for name, v in parts.items()}}
 
-    run_training(
-        out_dir, renderer, optimizer, settings, state, config.iterations, step,
-        (config.checkpoint_every, config.eval_every), lambda: evaluate(renderer, first, eval_ids),
-        f"diffusion on {', '.join(person.name for person in identities)}",
-        lambda k, last: _out_of_memory(config, k, last), None, progress, on_step,
-    )  # fmt: skip
+    memory = (
+        f"batch {config.batch_size} at {config.network.sample_size} px",
+        f"a smaller batch (--set batch_size={max(1, config.batch_size // 2)})",
+    )
+    run = TrainingRun(
+        directory=out_dir,
+        renderer=renderer,
+        optimizer=optimizer,
+        settings=settings,
+        config=config,
+        step=step,
+        evaluate=lambda: evaluate(renderer, first, eval_ids),
+        title=f"diffusion on {', '.join(person.name for person in identities)}",
+        memory=memory,
+        resumed=state,
+    )
+    run_training(run, progress, on_step)
     return renderer

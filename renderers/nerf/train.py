@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from common.config import to_dict
-from common.errors import InputError, ResourceError
+from common.errors import InputError
 from motion import topology as tp
 from motion.clip_fit import ClipFit
 from renderers.device import pick_device
@@ -29,25 +29,21 @@ from renderers.head_box import HeadBox
 from renderers.nerf.field import FieldConfig
 from renderers.nerf.rays import camera_rays, volume_render
 from renderers.nerf.renderer import NerfModelConfig, NerfRenderConfig, NerfRenderer
-from renderers.training import restore_optimizer, resume_state, run_training, scheduled, spread
+from renderers.training import TrainConfig, TrainingRun, resume, run_training, scheduled, spread
 
 log = logging.getLogger(__name__)
 
 
 @dataclass
-class NerfTrainConfig:
+class NerfTrainConfig(TrainConfig):
     """Settings of a NeRF training run (presets: configs/nerf_tiny.yaml, nerf_preview, nerf_full)."""
 
     size: int = 128
     """Side of the frames trained on (the workspace frames are resized)."""
-    iterations: int = 3000
-    """Optimisation steps."""
     rays_per_batch: int = 4096
     """Rays per step."""
     frames_per_batch: int = 8
     """Frames the rays of one step come from."""
-    steps_per_chunk: int = 40
-    """Steps spent on one chunk of frames before the next is streamed in."""
     grid_lr: float = 1e-2
     """Learning rate of the hash tables."""
     mlp_lr: float = 2e-3
@@ -72,18 +68,6 @@ class NerfTrainConfig:
     """Steps between occupancy-grid updates."""
     occupancy_warmup: int = 256
     """Steps before rays skip empty cells (the grid probes every cell until then)."""
-    checkpoint_every: int = 500
-    """Steps between checkpoints."""
-    eval_every: int = 500
-    """Steps between held-out evaluations."""
-    eval_frames: int = 4
-    """Held-out frames rendered per evaluation."""
-    seed: int = 0
-    """Seed of every random draw."""
-    device: str = "auto"
-    """cuda, cpu or auto."""
-    mixed_precision: bool = True
-    """bfloat16 autocast for the networks on CUDA."""
     network: FieldConfig = field(default_factory=FieldConfig)
     """Field sizes."""
     render: NerfRenderConfig = field(default_factory=NerfRenderConfig)
@@ -290,14 +274,6 @@ def _losses(
     return loss, row
 
 
-def _out_of_memory(config: NerfTrainConfig, step: int, last: int) -> ResourceError:
-    return ResourceError(
-        f"out of GPU memory at step {step} with {config.rays_per_batch} rays per step at {config.size} px",
-        f"resume with fewer rays (--set rays_per_batch={config.rays_per_batch // 2}) or a smaller preset "
-        f"(--preset preview); the run continues from its checkpoint at step {last}",
-    )
-
-
 def train(
     footage: Footage,
     out_dir: str | Path,
@@ -328,16 +304,13 @@ def train(
         betas=(0.9, 0.99),
     )
     settings = {"model": asdict(model_config), "train": to_dict(config)}
-    state = resume_state(out_dir, settings)
-    if state is not None:
-        from renderers.base import load_renderer
 
-        saved = load_renderer(out_dir)
+    def load_weights(saved: NerfRenderer) -> None:
         field_module.load_state_dict(saved.field.state_dict())
         if grid is not None:
             grid.load_state_dict(saved.occupancy.state_dict())
-        restore_optimizer(out_dir, optimizer, state)
-        log.info("resuming %s from step %d", out_dir, state["step"])
+
+    state = resume(out_dir, settings, optimizer, load_weights)
 
     batcher = RayBatcher(footage, frames, config, renderer)
     holdout = list(footage.split("holdout")) or list(frames[-config.eval_frames :])
@@ -382,9 +355,22 @@ def train(
             grid.refresh(field_module, train_expression)
             log.info("occupancy grid: %.1f%% of the head box", 100 * grid.occupied_fraction())
 
-    run_training(
-        out_dir, renderer, optimizer, settings, state, config.iterations, step,
-        (config.checkpoint_every, config.eval_every), held_out, f"nerf on {footage.name}",
-        lambda k, last: _out_of_memory(config, k, last), final_grid, progress, on_step,
-    )  # fmt: skip
+    memory = (
+        f"{config.rays_per_batch} rays per step at {config.size} px",
+        f"fewer rays (--set rays_per_batch={config.rays_per_batch // 2})",
+    )
+    run = TrainingRun(
+        directory=out_dir,
+        renderer=renderer,
+        optimizer=optimizer,
+        settings=settings,
+        config=config,
+        step=step,
+        evaluate=held_out,
+        title=f"nerf on {footage.name}",
+        memory=memory,
+        resumed=state,
+        before_final_checkpoint=final_grid,
+    )
+    run_training(run, progress, on_step)
     return renderer
