@@ -74,7 +74,7 @@ def _run_demo(args: argparse.Namespace) -> int:
 
 
 def _run_bench(args: argparse.Namespace) -> int:
-    from pipeline.bench import bench_oneshot
+    from pipeline.bench.oneshot import bench_oneshot
 
     config = _generate_config(args)
     bench_oneshot(config, image=args.image, audio=args.audio, repeats=args.repeats, out=args.out)
@@ -169,7 +169,7 @@ def _run_eval(args: argparse.Namespace) -> int:
 
 
 def _run_bench_nerf(args: argparse.Namespace) -> int:
-    from pipeline.bench import bench_nerf
+    from pipeline.bench.nerf import bench_nerf
 
     bench_nerf(args.identity, args.workspace, preset=args.preset, resolution=args.resolution or 0,
                frames=args.frames, points=args.points or 0, device=args.device)  # fmt: skip
@@ -177,14 +177,14 @@ def _run_bench_nerf(args: argparse.Namespace) -> int:
 
 
 def _run_bench_diffusion(args: argparse.Namespace) -> int:
-    from pipeline.bench import bench_diffusion
+    from pipeline.bench.diffusion import bench_diffusion
 
     bench_diffusion(args.preset, tuple(args.sizes), tuple(args.steps), args.batch, args.device)
     return 0
 
 
 def _run_bench_autoencoder(args: argparse.Namespace) -> int:
-    from pipeline.bench import bench_autoencoder
+    from pipeline.bench.autoencoder import bench_autoencoder
 
     bench_autoencoder(
         args.identity, args.workspace, renderer=args.renderer, size=args.size, factor=args.factor,
@@ -194,7 +194,7 @@ def _run_bench_autoencoder(args: argparse.Namespace) -> int:
 
 
 def _run_bench_prepare(args: argparse.Namespace) -> int:
-    from pipeline.bench import bench_prepare
+    from pipeline.bench.prepare import bench_prepare
 
     bench_prepare(_prepare_config(args), video=args.video, upscaled=not args.no_upscaled, out=args.out)
     return 0
