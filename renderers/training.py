@@ -174,7 +174,7 @@ def as_json(data: dict) -> dict:
     return json.loads(json.dumps(data))
 
 
-RUN_LENGTH = ("iterations", "checkpoint_every", "eval_every")
+RUN_LENGTH = ("iterations", "max_seconds", "checkpoint_every", "eval_every")
 """Training settings that say how long a run goes and how often it reports, not what it learns: a run
 resumes with other values (``--set iterations=N`` extends a finished run)."""
 
@@ -202,8 +202,8 @@ def resume_state(directory: Path, settings: dict[str, Any]) -> dict[str, Any] | 
             detail = sorted(k for k, v in wanted["train"].items() if (saved["train"] or {}).get(k) != v)
         raise InputError(
             f"{directory} holds a run with other settings ({', '.join(detail)} differ)",
-            "use the same preset and config to resume (only iterations, checkpoint_every and eval_every "
-            "may change), or another output folder",
+            "use the same preset and config to resume (only iterations, max_seconds, checkpoint_every and "
+            "eval_every may change), or another output folder",
         )
     return state
 
@@ -223,6 +223,7 @@ def run_training(
     before_final_checkpoint: Callable[[], None] | None = None,
     progress: bool = False,
     on_step: Callable[[int], None] | None = None,
+    max_seconds: float = 0.0,
 ) -> None:
     """The loop the trained renderers share: steps, evaluation, log, checkpoints, progress, curves.
 
@@ -234,6 +235,8 @@ def run_training(
         every: (checkpoint_every, eval_every) in steps. evaluate: held-out figures for the log.
         out_of_memory: the error to raise when CUDA runs out of memory at (step, last checkpoint step).
         before_final_checkpoint: called once before the last checkpoint is written.
+        max_seconds: when above 0, the run also ends (evaluated and checkpointed like a last step) after the
+            step at which its training time, a resumed run's earlier time included, reaches it.
     """
     checkpoint_every, eval_every = every
     start = int(resumed["step"]) if resumed is not None else 0
@@ -252,15 +255,16 @@ def run_training(
             except torch.cuda.OutOfMemoryError as err:
                 raise out_of_memory(k, last_checkpoint) from err
             done = k + 1
+            last = done == iterations or 0 < max_seconds <= time.perf_counter() - t0
             row = {"step": done, **parts}
-            if done % eval_every == 0 or done == iterations:
+            if done % eval_every == 0 or last:
                 row.update(evaluate())
             run_log.add(row)
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{row['loss']:.4f}")
-            if done % checkpoint_every == 0 or done == iterations:
-                if done == iterations and before_final_checkpoint is not None:
+            if done % checkpoint_every == 0 or last:
+                if last and before_final_checkpoint is not None:
                     before_final_checkpoint()
                 run_log.flush()
                 save_checkpoint(
@@ -270,6 +274,8 @@ def run_training(
                 last_checkpoint = done
             if on_step is not None:
                 on_step(done)
+            if last:
+                break
     finally:
         run_log.close()
         if bar is not None:

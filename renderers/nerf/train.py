@@ -41,6 +41,8 @@ class NerfTrainConfig:
     """Side of the frames trained on (the workspace frames are resized)."""
     iterations: int = 3000
     """Optimisation steps."""
+    max_seconds: float = 0.0
+    """Training time after which the run ends early, in seconds (0: no limit; a resumed run's time counts)."""
     rays_per_batch: int = 4096
     """Rays per step."""
     frames_per_batch: int = 8
@@ -387,6 +389,6 @@ def train(
     run_training(
         out_dir, renderer, optimizer, settings, state, config.iterations, step,
         (config.checkpoint_every, config.eval_every), held_out, f"nerf on {ws.path.name}",
-        lambda k, last: _out_of_memory(config, k, last), final_grid, progress, on_step,
+        lambda k, last: _out_of_memory(config, k, last), final_grid, progress, on_step, config.max_seconds,
     )  # fmt: skip
     return renderer
