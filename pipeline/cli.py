@@ -200,6 +200,13 @@ def _run_bench_prepare(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_bench_gpu(args: argparse.Namespace) -> int:
+    from pipeline.bench.gpu import bench_gpu
+
+    bench_gpu(args.out, video=args.video, minutes=args.minutes, device=args.device, tests=args.tests)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="talking-portrait", description="Photoreal talking-portrait video from speech."
@@ -282,6 +289,21 @@ def build_parser() -> argparse.ArgumentParser:
     bae.add_argument("--preset", choices=["tiny", "preview", "full"], default="full", help="network timed")
     bae.add_argument("--device", default="auto", help="cuda, cpu or auto")
     bae.set_defaults(func=_run_bench_autoencoder)
+
+    bgpu = bench_sub.add_parser(
+        "gpu", help="on a lent GPU, in one run: GPU tests, NeRF training and render speed, diffusion speed"
+    )
+    bgpu.add_argument("--out", default="outputs/bench_gpu", help="report folder (default: %(default)s)")
+    bgpu.add_argument("--video", help="footage to train on (default: a clip made from the demo inputs)")
+    bgpu.add_argument(
+        "--minutes", type=float, default=8.0,
+        help="wall-clock budget of the whole run; the NeRF training gets what the rest leaves (8)",
+    )  # fmt: skip
+    bgpu.add_argument(
+        "--device", choices=["cuda", "cpu"], default="cuda", help="cuda, or cpu for a small run at tiny sizes"
+    )
+    bgpu.add_argument("--tests", nargs="+", help="test files run with -m gpu (default: tests/)")
+    bgpu.set_defaults(func=_run_bench_gpu)
 
     prep = sub.add_parser("prepare", help="footage of one person -> an identity workspace for training")
     prep.add_argument(
