@@ -75,7 +75,7 @@ def _run_demo(args: argparse.Namespace) -> int:
 
 
 def _run_bench(args: argparse.Namespace) -> int:
-    from pipeline.bench import bench_oneshot
+    from pipeline.bench.oneshot import bench_oneshot
 
     config = _generate_config(args)
     bench_oneshot(config, image=args.image, audio=args.audio, repeats=args.repeats, out=args.out)
@@ -166,7 +166,7 @@ def _run_eval(args: argparse.Namespace) -> int:
 
 
 def _run_bench_nerf(args: argparse.Namespace) -> int:
-    from pipeline.bench import bench_nerf
+    from pipeline.bench.nerf import bench_nerf
 
     bench_nerf(args.identity, args.workspace, preset=args.preset, resolution=args.resolution or 0,
                frames=args.frames, points=args.points or 0, device=args.device)  # fmt: skip
@@ -174,14 +174,14 @@ def _run_bench_nerf(args: argparse.Namespace) -> int:
 
 
 def _run_bench_diffusion(args: argparse.Namespace) -> int:
-    from pipeline.bench import bench_diffusion
+    from pipeline.bench.diffusion import bench_diffusion
 
     bench_diffusion(args.preset, tuple(args.sizes), tuple(args.steps), args.batch, args.device)
     return 0
 
 
 def _run_bench_autoencoder(args: argparse.Namespace) -> int:
-    from pipeline.bench import bench_autoencoder
+    from pipeline.bench.autoencoder import bench_autoencoder
 
     bench_autoencoder(
         args.identity, args.workspace, renderer=args.renderer, size=args.size, factor=args.factor,
@@ -191,9 +191,16 @@ def _run_bench_autoencoder(args: argparse.Namespace) -> int:
 
 
 def _run_bench_prepare(args: argparse.Namespace) -> int:
-    from pipeline.bench import bench_prepare
+    from pipeline.bench.prepare import bench_prepare
 
     bench_prepare(_prepare_config(args), video=args.video, upscaled=not args.no_upscaled, out=args.out)
+    return 0
+
+
+def _run_bench_gpu(args: argparse.Namespace) -> int:
+    from pipeline.bench.gpu import bench_gpu
+
+    bench_gpu(args.out, video=args.video, minutes=args.minutes, device=args.device, tests=args.tests)
     return 0
 
 
@@ -279,6 +286,21 @@ def build_parser() -> argparse.ArgumentParser:
     bae.add_argument("--preset", choices=registry.PRESETS, default="full", help="network timed")
     bae.add_argument("--device", default="auto", help="cuda, cpu or auto")
     bae.set_defaults(func=_run_bench_autoencoder)
+
+    bgpu = bench_sub.add_parser(
+        "gpu", help="on a lent GPU, in one run: GPU tests, NeRF training and render speed, diffusion speed"
+    )
+    bgpu.add_argument("--out", default="outputs/bench_gpu", help="report folder (default: %(default)s)")
+    bgpu.add_argument("--video", help="footage to train on (default: a clip made from the demo inputs)")
+    bgpu.add_argument(
+        "--minutes", type=float, default=8.0,
+        help="wall-clock budget of the whole run; the NeRF training gets what the rest leaves (8)",
+    )  # fmt: skip
+    bgpu.add_argument(
+        "--device", choices=["cuda", "cpu"], default="cuda", help="cuda, or cpu for a small run at tiny sizes"
+    )
+    bgpu.add_argument("--tests", nargs="+", help="test files run with -m gpu (default: tests/)")
+    bgpu.set_defaults(func=_run_bench_gpu)
 
     prep = sub.add_parser("prepare", help="footage of one person -> an identity workspace for training")
     prep.add_argument(

@@ -48,6 +48,9 @@ class TrainConfig:
     """cuda, cpu or auto."""
     mixed_precision: bool = True
     """bfloat16 autocast for the networks on CUDA."""
+    max_seconds: float = 0.0
+    """When above 0, the run also ends (evaluated and checkpointed like a last step) after the step at which
+    its training time, a resumed run's earlier time included, reaches this."""
 
 
 def save_checkpoint(
@@ -201,7 +204,7 @@ def as_json(data: dict) -> dict:
     return json.loads(json.dumps(data))
 
 
-RUN_LENGTH = ("iterations", "checkpoint_every", "eval_every")
+RUN_LENGTH = ("iterations", "max_seconds", "checkpoint_every", "eval_every")
 """Training settings that say how long a run goes and how often it reports, not what it learns: a run
 resumes with other values (``--set iterations=N`` extends a finished run)."""
 
@@ -229,8 +232,8 @@ def resume_state(directory: Path, settings: dict[str, Any]) -> dict[str, Any] | 
             detail = sorted(k for k, v in wanted["train"].items() if (saved["train"] or {}).get(k) != v)
         raise InputError(
             f"{directory} holds a run with other settings ({', '.join(detail)} differ)",
-            "use the same preset and config to resume (only iterations, checkpoint_every and eval_every "
-            "may change), or another output folder",
+            "use the same preset and config to resume (only iterations, max_seconds, checkpoint_every and "
+            "eval_every may change), or another output folder",
         )
     return state
 
@@ -319,15 +322,16 @@ def run_training(
             except torch.cuda.OutOfMemoryError as err:
                 raise run.out_of_memory(k, last_checkpoint) from err
             done = k + 1
+            last = done == iterations or 0 < config.max_seconds <= time.perf_counter() - t0
             row = {"step": done, **parts}
-            if done % config.eval_every == 0 or done == iterations:
+            if done % config.eval_every == 0 or last:
                 row.update(run.evaluate())
             run_log.add(row)
             if bar is not None:
                 bar.update(1)
                 bar.set_postfix(loss=f"{row['loss']:.4f}")
-            if done % config.checkpoint_every == 0 or done == iterations:
-                if done == iterations and run.before_final_checkpoint is not None:
+            if done % config.checkpoint_every == 0 or last:
+                if last and run.before_final_checkpoint is not None:
                     run.before_final_checkpoint()
                 run_log.flush()
                 extra = {**as_json(run.settings), "seconds": time.perf_counter() - t0}
@@ -335,6 +339,8 @@ def run_training(
                 last_checkpoint = done
             if on_step is not None:
                 on_step(done)
+            if last:
+                break
     finally:
         run_log.close()
         if bar is not None:
