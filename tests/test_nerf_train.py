@@ -11,8 +11,8 @@ import pytest
 from common.config import load_config
 from renderers.base import load_renderer
 from renderers.nerf.train import NerfTrainConfig, train
-from renderers.tensorboard import read_scalars
 from renderers.training import read_log
+from tests.tensorboard_events import read_scalars
 
 
 @pytest.fixture(scope="module")
