@@ -42,8 +42,8 @@ def frame_rms(samples: np.ndarray, rate: int, num_frames: int, fps: float) -> np
 def lipsync_correlation(video: str | os.PathLike, audio) -> float:
     """Pearson correlation between the mouth opening measured on ``video``'s frames with the project's
     tracker and the audio's frame RMS envelope (smoothed over 3 frames, as the mouth cannot follow faster)."""
-    from pipeline.media import probe_video, read_video_frames
     from pipeline.oneshot import mouth_opening
+    from pipeline.video_io import probe_video, read_video_frames
 
     info = probe_video(video)
     opening = mouth_opening(list(read_video_frames(video)))
@@ -61,7 +61,7 @@ def bench_oneshot(config, image: str | None = None, audio: str | None = None, re
     from motion.face_model import FaceModel
     from motion.tracker import track_portrait
     from pipeline.framing import frame_square
-    from pipeline.media import load_image
+    from pipeline.image_io import load_image
     from pipeline.oneshot import demo_inputs, generate
     from renderers.warp.renderer import WarpRenderer
 
@@ -137,7 +137,7 @@ def bench_prepare(
     import sys
 
     from motion.audio import ffmpeg_exe
-    from pipeline.media import probe_video
+    from pipeline.video_io import probe_video
 
     root = Path(out)
     root.mkdir(parents=True, exist_ok=True)

@@ -42,7 +42,7 @@ from pipeline.identity_render import (
     with_footage_expression,
     within_trained_range,
 )
-from pipeline.media import VideoWriter
+from pipeline.video_io import VideoWriter
 from pipeline.workspace import Workspace, identity_dir
 
 log = logging.getLogger(__name__)

@@ -25,7 +25,7 @@ from motion.audio2motion import Audio2MotionConfig, audio_to_motion, require_spe
 from motion.blendshapes import MOUTH_NAMES
 from motion.sequence import MotionSequence
 from pipeline.compositor import FootageCompositor
-from pipeline.media import VideoWriter, check_output_path
+from pipeline.video_io import VideoWriter, check_output_path
 from pipeline.workspace import Workspace, identity_dir
 
 
