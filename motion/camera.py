@@ -30,6 +30,8 @@ def project_points(verts, rotvec, trans, focal, image_size, numpy: bool = False)
 
 def rotation_matrices(rotvec: torch.Tensor) -> torch.Tensor:
     """Axis-angle [T, 3] -> rotation matrices [T, 3, 3] (Rodrigues, safe at zero)."""
+    # kornia's axis_angle_to_rotation_matrix gives the same matrices (5e-7 apart in float32) and gradients,
+    # but the clip fit of 200 frames took 2.7 s instead of 2.3 s of CPU with it.
     theta2 = (rotvec * rotvec).sum(-1, keepdim=True)
     theta = torch.sqrt(theta2 + 1e-12)
     k = rotvec / theta

@@ -38,7 +38,7 @@ from motion.tracker import track_frames
 from pipeline import metrics
 from pipeline.compositor import FootageCompositor
 from pipeline.drive import composed, retarget
-from pipeline.media import VideoWriter
+from pipeline.video_io import VideoWriter
 from pipeline.workspace import Workspace, identity_dir
 from renderers import image_quality
 from renderers.base import load_renderer

@@ -24,7 +24,7 @@ from motion.audio2motion import Audio2MotionConfig, audio_to_motion, require_spe
 from motion.sequence import MotionSequence
 from pipeline.compositor import FootageCompositor
 from pipeline.drive import backdrop_frames, composed, retarget
-from pipeline.media import VideoWriter, check_output_path
+from pipeline.video_io import VideoWriter, check_output_path
 from pipeline.workspace import Workspace, identity_dir
 from renderers.base import load_renderer
 

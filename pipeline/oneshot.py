@@ -21,7 +21,8 @@ from motion.sequence import MotionSequence
 from motion.tracker import make_tracker, track_portrait
 from pipeline.compositor import Compositor
 from pipeline.framing import frame_square
-from pipeline.media import VideoWriter, check_output_path, load_image
+from pipeline.image_io import load_image
+from pipeline.video_io import VideoWriter, check_output_path
 from renderers import registry
 from renderers.warp.renderer import WarpConfig
 

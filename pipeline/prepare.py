@@ -39,7 +39,7 @@ from motion.audio import SAMPLE_RATE, Audio, load_audio
 from motion.clip_fit import ClipFitConfig, fit_clip
 from motion.tracker import FaceLandmarks, MediapipeTracker
 from pipeline.framing import square_around_face
-from pipeline.media import VideoInfo, probe_video, read_video_frames
+from pipeline.video_io import VideoInfo, probe_video, read_video_frames
 from pipeline.workspace import Workspace, encode_frame, identity_dir, read_chunk, write_chunk
 
 log = logging.getLogger(__name__)

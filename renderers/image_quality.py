@@ -1,9 +1,13 @@
 """Image quality: PSNR and SSIM of rendered frames against real ones, in torch.
 
-Both run on whatever device their inputs live on; :func:`ssim` is differentiable and doubles as a training
-loss (``1 - ssim(pred, target)``). Torch tensors are channel-first (``[N, C, H, W]``, ``[C, H, W]`` or
-``[H, W]``); numpy arrays are channel-last images as OpenCV and imageio give them (``[H, W, C]``, ``[H, W]``
-or ``[N, H, W, C]``). Values are not rescaled: pass ``data_range=255`` for uint8 images.
+Both run on whatever device their inputs live on; :func:`ssim` is differentiable. It is this project's own
+rather than kornia's (which the NeRF trainer's mouth-patch loss uses, and which gives the same value to about
+1e-6 on textured images): on frames with a flat bright background kornia's float32 SSIM is off by up to 7e-5,
+this one by about 1e-7, and it is a little faster on a CPU.
+
+Torch tensors are channel-first (``[N, C, H, W]``, ``[C, H, W]`` or ``[H, W]``); numpy arrays are
+channel-last images as OpenCV and imageio give them (``[H, W, C]``, ``[H, W]`` or ``[N, H, W, C]``). Values
+are not rescaled: pass ``data_range=255`` for uint8 images.
 """
 
 from __future__ import annotations

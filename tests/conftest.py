@@ -45,7 +45,7 @@ def portrait(portrait_path) -> np.ndarray:
     """The portrait framed to 256 x 256, uint8 RGB."""
     from motion.tracker import track_portrait
     from pipeline.framing import frame_square
-    from pipeline.media import load_image
+    from pipeline.image_io import load_image
 
     photo = load_image(portrait_path)
     return frame_square(photo, track_portrait(photo), 256)

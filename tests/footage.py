@@ -61,7 +61,7 @@ def make_footage(portrait: np.ndarray, fit, path: Path, audio=None, seconds: flo
     """Write the synthetic clip to ``path`` (H.264 mp4, with ``audio`` when given)."""
     from pipeline.compositor import Compositor
     from pipeline.masks import PersonSegmenter
-    from pipeline.media import VideoWriter
+    from pipeline.video_io import VideoWriter
     from renderers.warp.renderer import WarpRenderer
 
     size = portrait.shape[0]

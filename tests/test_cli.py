@@ -6,7 +6,7 @@ import pytest
 
 from motion.audio import SAMPLE_RATE, load_audio
 from pipeline.cli import main
-from pipeline.media import probe_video, read_video_frames
+from pipeline.video_io import probe_video, read_video_frames
 from tests.conftest import DEMO_TRANSCRIPT
 
 SIZE = 256

@@ -112,8 +112,8 @@ def test_several_identities_train_together(prepared, tiny, tmp_path, portrait_pa
     # the checkpoint paints a new person from one photo (single-portrait use)
     from motion.audio import Audio, load_audio
     from pipeline.cli import main
-    from pipeline.media import probe_video
     from pipeline.prepare import write_wav
+    from pipeline.video_io import probe_video
 
     speech = load_audio(demo_speech)
     clip = tmp_path / "one_second.wav"
@@ -131,8 +131,8 @@ def test_several_identities_train_together(prepared, tiny, tmp_path, portrait_pa
 def test_render_compose_write_and_bad_checkpoints(trained, prepared, demo_speech, tmp_path, capsys):
     from motion.audio import Audio, load_audio
     from pipeline.cli import main
-    from pipeline.media import probe_video
     from pipeline.prepare import write_wav
+    from pipeline.video_io import probe_video
 
     speech = load_audio(demo_speech)
     clip = tmp_path / "speech.wav"

@@ -74,6 +74,32 @@ def test_ssim_matches_an_independent_numpy_implementation():
     assert float(ssim(a * 255, b * 255, data_range=255.0)) == pytest.approx(expected, abs=1e-4)
 
 
+@pytest.mark.parametrize("size", [5, 16, 32])
+def test_kornia_ssim_as_the_nerf_patch_loss_calls_it_agrees(size):
+    """The NeRF trainer's mouth-patch loss takes SSIM from kornia (window up to 7, valid positions, no
+    epsilon): on premultiplied patches it gives the reference's value, and metrics.ssim's, and the same
+    gradient."""
+    from kornia.metrics import ssim as kornia_ssim
+
+    rng = np.random.default_rng(5)
+    pred = gaussian_filter(rng.random((4, size, size, 3)), (0, 1.5, 1.5, 0))
+    target = np.clip(pred + 0.05 * rng.standard_normal(pred.shape), 0, 1)
+    alpha = (rng.random((4, size, size, 1)) > 0.2).astype(np.float64)
+    pred, target = pred * alpha, target * alpha
+    window = min(7, size - (size + 1) % 2)
+    pred_t, target_t = (torch.from_numpy(x).permute(0, 3, 1, 2).float() for x in (pred, target))
+    pred_t.requires_grad_(True)
+    value = kornia_ssim(pred_t, target_t, window, eps=0.0, padding="valid").mean()
+    expected = np.mean([reference_ssim(pred[i], target[i], radius=window // 2) for i in range(4)])
+    assert value.item() == pytest.approx(expected, abs=1e-5)
+    ours_pred = pred_t.detach().clone().requires_grad_(True)
+    ours = ssim(ours_pred, target_t, window=window)
+    assert value.item() == pytest.approx(ours.item(), abs=1e-5)
+    value.backward()
+    ours.backward()
+    torch.testing.assert_close(pred_t.grad, ours_pred.grad, atol=1e-6, rtol=1e-3)
+
+
 def test_ssim_of_constant_images_has_the_closed_form():
     a, b = torch.full((1, 1, 16, 16), 0.2), torch.full((1, 1, 16, 16), 0.6)
     c1 = 0.01**2

@@ -11,8 +11,8 @@ import pytest
 from common.config import load_config
 from renderers.base import load_renderer
 from renderers.nerf.train import NerfTrainConfig, train
-from renderers.tensorboard import read_scalars
 from renderers.training import read_log
+from tests.tensorboard_events import read_scalars
 
 
 @pytest.fixture(scope="module")
@@ -127,8 +127,8 @@ def test_killed_run_resumes_from_its_last_checkpoint(trained, prepared, tiny, tm
 def test_render_compose_write_gives_a_playable_video(trained, prepared, demo_speech, tmp_path, capsys):
     from motion.audio import Audio, load_audio
     from pipeline.cli import main
-    from pipeline.media import probe_video
     from pipeline.prepare import write_wav
+    from pipeline.video_io import probe_video
 
     speech = load_audio(demo_speech)
     clip = tmp_path / "speech.wav"
@@ -157,7 +157,7 @@ def test_eval_writes_image_and_lip_sync_figures(trained, prepared, tmp_path, cap
     import json
 
     from pipeline.cli import main
-    from pipeline.media import probe_video
+    from pipeline.video_io import probe_video
 
     root = str(prepared.path.parent)
     out = tmp_path / "eval"

@@ -223,7 +223,7 @@ def test_rejects_footage_without_a_face(tmp_path):
 
     clip = tmp_path / "empty.mp4"
     bg = textured_background(128)
-    from pipeline.media import VideoWriter
+    from pipeline.video_io import VideoWriter
 
     with VideoWriter(clip, 25, (128, 128)) as w:
         for k in range(75):

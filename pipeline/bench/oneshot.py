@@ -26,8 +26,8 @@ def lipsync_correlation(video: str | os.PathLike, audio) -> float:
     """Pearson correlation between the mouth opening measured on ``video``'s frames with the project's
     tracker and the audio's frame RMS envelope (smoothed over 3 frames, as the mouth cannot follow faster)."""
     from motion.tracker import track_frames
-    from pipeline.media import probe_video, read_video_frames
     from pipeline.metrics import mouth_opening
+    from pipeline.video_io import probe_video, read_video_frames
 
     info = probe_video(video)
     opening = mouth_opening(track_frames(read_video_frames(video)))
@@ -44,7 +44,7 @@ def render_stage_fps(config, image: str, speech, repeats: int) -> tuple[list[flo
     from motion.face_model import FaceModel
     from motion.tracker import track_portrait
     from pipeline.framing import frame_square
-    from pipeline.media import load_image
+    from pipeline.image_io import load_image
     from renderers.warp.renderer import WarpRenderer
 
     photo = load_image(image)

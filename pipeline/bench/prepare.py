@@ -45,7 +45,7 @@ def upscaled_copies(video: str, root: Path) -> list[tuple[str, Path]]:
 def prepare_once(config, label: str, path: Path, root: Path) -> dict[str, float]:
     """One ``talking-portrait prepare --force`` process on ``path`` into ``root/ws``: prints a line, returns
     frames, seconds, frames/s and peak RSS."""
-    from pipeline.media import probe_video
+    from pipeline.video_io import probe_video
 
     info = probe_video(path)
     cmd = [

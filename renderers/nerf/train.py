@@ -234,12 +234,16 @@ def _lpips(config: NerfTrainConfig, device: torch.device):
 def _patch_losses(
     pred: torch.Tensor, target: torch.Tensor, size: int, lpips
 ) -> tuple[torch.Tensor, torch.Tensor | None]:
-    """Structural loss (1 - SSIM) and LPIPS of mouth patches, [K * size * size, 3] premultiplied each."""
-    from renderers.image_quality import ssim
+    """Structural loss (1 - SSIM) and LPIPS of mouth patches, [K * size * size, 3] premultiplied each.
+
+    SSIM (Wang et al. 2004) by kornia: a Gaussian window of std 1.5 and up to 7 taps, valid positions only,
+    no epsilon in the ratio; the evaluation's SSIM with that window gives the same value."""
+    from kornia.metrics import ssim
 
     pred = pred.view(-1, size, size, 3).permute(0, 3, 1, 2)
     target = target.view(-1, size, size, 3).permute(0, 3, 1, 2)
-    structural = 1.0 - ssim(pred, target, window=min(7, size - (size + 1) % 2))
+    window = min(7, size - (size + 1) % 2)  # the largest odd window up to 7 that fits the patch
+    structural = 1.0 - ssim(pred, target, window, eps=0.0, padding="valid").mean()
     if lpips is None:
         return structural, None
     side = max(64, size)  # AlexNet's strides need room
