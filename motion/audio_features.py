@@ -177,8 +177,10 @@ def speech_spans(
     Voiced runs are widened by ``margin_s`` each side (never past the middle of the pause to the next
     run) and consecutive runs are grouped while the group stays under ``max_length_s``.
     """
-    runs = [(features.times[a] - 0.5 / features.rate, features.times[b - 1] + 0.5 / features.rate)
-            for a, b in _runs(features.voiced)]  # fmt: skip
+    runs = [
+        (features.times[a] - 0.5 / features.rate, features.times[b - 1] + 0.5 / features.rate)
+        for a, b in _runs(features.voiced)
+    ]
     if not runs:
         return []
     end_of_clip = float(features.times[-1] + 0.5 / features.rate)

@@ -426,10 +426,19 @@ def fit_points() -> np.ndarray:
     """The landmarks the joint fit uses: contours of the face, lips, eyes, brows and nose, plus rigid
     points; a few hundred rather than all 468 keeps a ten-minute clip's fit in seconds."""
     groups = (
-        tp.FACE_OVAL, tp.LIPS_UPPER_OUTER, tp.LIPS_LOWER_OUTER, tp.LIPS_UPPER_INNER, tp.LIPS_LOWER_INNER,
-        tp.LEFT_EYE_UPPER, tp.LEFT_EYE_LOWER, tp.RIGHT_EYE_UPPER, tp.RIGHT_EYE_LOWER, tp.LEFT_BROW,
-        tp.RIGHT_BROW, RIGID_POINTS,
-    )  # fmt: skip
+        tp.FACE_OVAL,
+        tp.LIPS_UPPER_OUTER,
+        tp.LIPS_LOWER_OUTER,
+        tp.LIPS_UPPER_INNER,
+        tp.LIPS_LOWER_INNER,
+        tp.LEFT_EYE_UPPER,
+        tp.LEFT_EYE_LOWER,
+        tp.RIGHT_EYE_UPPER,
+        tp.RIGHT_EYE_LOWER,
+        tp.LEFT_BROW,
+        tp.RIGHT_BROW,
+        RIGID_POINTS,
+    )
     ids = sorted({int(i) for g in groups for i in g})
     return np.array(ids)
 

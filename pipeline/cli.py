@@ -17,9 +17,12 @@ from renderers import registry
 def _add_config_args(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--config", help="YAML config (a path, or a name in configs/)")
     parser.add_argument(
-        "--set", action="append", default=[], metavar="KEY=VALUE",
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
         help="override a config value, e.g. --set motion.jaw_gain=1.1 (repeatable)",
-    )  # fmt: skip
+    )
 
 
 def _add_identity_args(parser: argparse.ArgumentParser, what: str) -> None:
@@ -54,9 +57,14 @@ def _run_generate(args: argparse.Namespace) -> int:
         transcript = Path(transcript).read_text()
     start = time.perf_counter()
     result = generate(
-        args.image, args.audio, args.out, transcript=transcript, config=config,
-        progress=not args.quiet, save_motion=args.save_motion,
-    )  # fmt: skip
+        args.image,
+        args.audio,
+        args.out,
+        transcript=transcript,
+        config=config,
+        progress=not args.quiet,
+        save_motion=args.save_motion,
+    )
     took = time.perf_counter() - start
     print(
         f"wrote {result.video} ({result.num_frames} frames, {result.audio_seconds:.2f} s of audio, "
@@ -94,9 +102,14 @@ def _run_prepare(args: argparse.Namespace) -> int:
 
     start = time.perf_counter()
     ws = prepare(
-        args.video, args.identity, args.workspace, _prepare_config(args), audio=args.audio,
-        force=args.force, progress=not args.quiet,
-    )  # fmt: skip
+        args.video,
+        args.identity,
+        args.workspace,
+        _prepare_config(args),
+        audio=args.audio,
+        force=args.force,
+        progress=not args.quiet,
+    )
     print(format_summary(ws))
     print(f"prepared {ws.path} in {time.perf_counter() - start:.1f} s")
     return 0
@@ -168,8 +181,15 @@ def _run_eval(args: argparse.Namespace) -> int:
 def _run_bench_nerf(args: argparse.Namespace) -> int:
     from pipeline.bench.nerf import bench_nerf
 
-    bench_nerf(args.identity, args.workspace, preset=args.preset, resolution=args.resolution or 0,
-               frames=args.frames, points=args.points or 0, device=args.device)  # fmt: skip
+    bench_nerf(
+        args.identity,
+        args.workspace,
+        preset=args.preset,
+        resolution=args.resolution or 0,
+        frames=args.frames,
+        points=args.points or 0,
+        device=args.device,
+    )
     return 0
 
 
@@ -184,9 +204,15 @@ def _run_bench_autoencoder(args: argparse.Namespace) -> int:
     from pipeline.bench.autoencoder import bench_autoencoder
 
     bench_autoencoder(
-        args.identity, args.workspace, renderer=args.renderer, size=args.size, factor=args.factor,
-        seconds=args.seconds, preset=args.preset, device=args.device,
-    )  # fmt: skip
+        args.identity,
+        args.workspace,
+        renderer=args.renderer,
+        size=args.size,
+        factor=args.factor,
+        seconds=args.seconds,
+        preset=args.preset,
+        device=args.device,
+    )
     return 0
 
 
@@ -293,9 +319,11 @@ def build_parser() -> argparse.ArgumentParser:
     bgpu.add_argument("--out", default="outputs/bench_gpu", help="report folder (default: %(default)s)")
     bgpu.add_argument("--video", help="footage to train on (default: a clip made from the demo inputs)")
     bgpu.add_argument(
-        "--minutes", type=float, default=8.0,
+        "--minutes",
+        type=float,
+        default=8.0,
         help="wall-clock budget of the whole run; the NeRF training gets what the rest leaves (8)",
-    )  # fmt: skip
+    )
     bgpu.add_argument(
         "--device", choices=["cuda", "cpu"], default="cuda", help="cuda, or cpu for a small run at tiny sizes"
     )
@@ -323,9 +351,11 @@ def build_parser() -> argparse.ArgumentParser:
 
     tr = sub.add_parser("train", help="train a renderer on a prepared identity")
     tr.add_argument(
-        "--identity", required=True, action="append",
+        "--identity",
+        required=True,
+        action="append",
         help="the prepared identity's name; repeat it to train a diffusion renderer on several people",
-    )  # fmt: skip
+    )
     tr.add_argument("--workspace", help="root folder of the identities (default outputs/identities)")
     tr.add_argument(
         "--renderer", choices=registry.trainable_names(), default="nerf", help="renderer to train"

@@ -249,10 +249,13 @@ def evaluate_identity(
     picks = np.linspace(0, len(frames) - 1, min(config.sheet_frames, len(frames))).round().astype(int)
     small = lambda images: [cv2.resize(images[k], (192, 192), interpolation=cv2.INTER_AREA) for k in picks]
     _sheet(
-        [("real", small(real)), ("reenacted: tracked motion", small(reenacted)),
-         ("audio-driven: motion from the clip's speech", small(spoken))],
+        [
+            ("real", small(real)),
+            ("reenacted: tracked motion", small(reenacted)),
+            ("audio-driven: motion from the clip's speech", small(spoken)),
+        ],
         report_dir / "frames.png",
-    )  # fmt: skip
+    )
     wide = _widest_openings(opening["real footage"], config.sheet_frames, round(target.fps / 2))
     boxes = [metrics.mouth_box(real_lm[k], target.size) for k in wide]
     mouths = lambda images: [
@@ -260,10 +263,13 @@ def evaluate_identity(
         for k, box in zip(wide, boxes, strict=True)
     ]
     _sheet(
-        [("real: the widest-open mouths of the clip", mouths(real)), ("reenacted", mouths(reenacted)),
-         ("audio-driven", mouths(spoken))],
+        [
+            ("real: the widest-open mouths of the clip", mouths(real)),
+            ("reenacted", mouths(reenacted)),
+            ("audio-driven", mouths(spoken)),
+        ],
         report_dir / "mouths.png",
-    )  # fmt: skip
+    )
     _plot_mouth(opening, target.fps, report_dir / "mouth.png", f"{identity} on {target.path.name}")
     if config.video:
         with VideoWriter(

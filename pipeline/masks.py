@@ -210,8 +210,9 @@ class MaskBuilder:
         (on a 4x downscaled grey frame, dilated by one cell so edges of moving regions count as moving)
         exceeds a few grey levels. Moving regions therefore follow the current frame with no lag.
         """
-        grey = cv2.resize(cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), (self._small, self._small),
-                          interpolation=cv2.INTER_AREA).astype(np.float32)  # fmt: skip
+        grey = cv2.resize(
+            cv2.cvtColor(rgb, cv2.COLOR_RGB2GRAY), (self._small, self._small), interpolation=cv2.INTER_AREA
+        ).astype(np.float32)
         prev_grey, prev_matte = self._grey, self._matte
         self._grey = grey
         if self.temporal <= 0 or prev_grey is None or prev_matte is None:

@@ -198,8 +198,10 @@ class VideoWriter:
         if len(samples) / rate > duration + 1.0 / self.fps:
             log.warning(
                 "audio is %.2f s but the video only %.2f s (%d frames); cutting the audio",
-                len(samples) / rate, duration, self.frames_written,
-            )  # fmt: skip
+                len(samples) / rate,
+                duration,
+                self.frames_written,
+            )
         samples = samples[:n] if len(samples) >= n else np.pad(samples, (0, n - len(samples)))
         raw = self._workdir / "audio.f32"
         samples.astype("<f4").tofile(raw)

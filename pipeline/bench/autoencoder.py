@@ -95,10 +95,16 @@ def train_autoencoder(crops: CropSet, size: int, levels: int, seconds: float, ba
 
     torch.manual_seed(0)
     ae = AutoencoderKL(
-        in_channels=4, out_channels=4, latent_channels=4, layers_per_block=1, norm_num_groups=32,
-        down_block_types=("DownEncoderBlock2D",) * levels, up_block_types=("UpDecoderBlock2D",) * levels,
-        block_out_channels=(64, 128, 256, 256, 512)[:levels], sample_size=size,
-    ).to(device)  # fmt: skip
+        in_channels=4,
+        out_channels=4,
+        latent_channels=4,
+        layers_per_block=1,
+        norm_num_groups=32,
+        down_block_types=("DownEncoderBlock2D",) * levels,
+        up_block_types=("UpDecoderBlock2D",) * levels,
+        block_out_channels=(64, 128, 256, 256, 512)[:levels],
+        sample_size=size,
+    ).to(device)
     optimizer = torch.optim.AdamW(ae.parameters(), lr=5e-4)
     generator = torch.Generator().manual_seed(0)
     start, step = time.perf_counter(), 0
@@ -184,8 +190,10 @@ def bench_autoencoder(
         raise InputError(f"--size {size} is not a multiple of --factor {factor}", "pick sizes that divide")
     crops = head_crops(ws, size, pixel.config.conditioning if pixel is not None else ConditioningConfig())
     print(f"machine: {machine()}; date: {time.strftime('%Y-%m-%d')}")
-    print(f"{identity}: {len(crops.rgba)} training crops, {len(crops.target)} held-out, {size} px, "
-          f"latents {factor}x smaller")  # fmt: skip
+    print(
+        f"{identity}: {len(crops.rgba)} training crops, {len(crops.target)} held-out, {size} px, "
+        f"latents {factor}x smaller"
+    )
 
     ae, trained_steps, trained_for = train_autoencoder(crops, size, levels, seconds, batch, dev)
     with torch.no_grad():

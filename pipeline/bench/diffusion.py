@@ -43,6 +43,8 @@ def bench_diffusion(
             took = timed(lambda n=n, x=inputs, m=net: m.sample(*x, steps=n, scheduler=sampler), 2, sync)
             fps = batch / took
             results[f"{size}px_{n}steps"] = fps
-            print(f"  {preset} net ({params:.1f} M weights) at {size}x{size}, {n} {sampler} steps, "
-                  f"batch {batch}: {fps:.2f} frames/s")  # fmt: skip
+            print(
+                f"  {preset} net ({params:.1f} M weights) at {size}x{size}, {n} {sampler} steps, "
+                f"batch {batch}: {fps:.2f} frames/s"
+            )
     return results

@@ -43,9 +43,18 @@ REPO = Path(__file__).resolve().parents[2]
 IDENTITY = "bench_gpu"
 """Name of the identity the run prepares (under ``OUT/identities/``)."""
 PACKAGES = (
-    "torch", "numpy", "opencv-contrib-python", "mediapipe", "pocketsphinx", "imageio-ffmpeg", "diffusers",
-    "nerfacc", "safetensors", "tinycudann", "pytest",
-)  # fmt: skip
+    "torch",
+    "numpy",
+    "opencv-contrib-python",
+    "mediapipe",
+    "pocketsphinx",
+    "imageio-ffmpeg",
+    "diffusers",
+    "nerfacc",
+    "safetensors",
+    "tinycudann",
+    "pytest",
+)
 """Distributions whose versions the report records: a stage that fails for want of one says which."""
 
 
@@ -89,19 +98,42 @@ class GpuBenchPlan:
 
 PLANS = {
     "cuda": GpuBenchPlan(
-        nerf_preset="full", eval_every=500, checkpoint_every=1000, min_training_seconds=60.0,
-        after_training_seconds=45.0, tests_timeout=180.0, size=512, clip_seconds=11.0, prepare_overrides=(),
-        render_resolution=512, render_frames=25, encoding_points=1 << 20, diffusion_preset="full",
-        diffusion_sizes=(256, 512), diffusion_steps=(1, 2, 4), diffusion_batch=4,
+        nerf_preset="full",
+        eval_every=500,
+        checkpoint_every=1000,
+        min_training_seconds=60.0,
+        after_training_seconds=45.0,
+        tests_timeout=180.0,
+        size=512,
+        clip_seconds=11.0,
+        prepare_overrides=(),
+        render_resolution=512,
+        render_frames=25,
+        encoding_points=1 << 20,
+        diffusion_preset="full",
+        diffusion_sizes=(256, 512),
+        diffusion_steps=(1, 2, 4),
+        diffusion_batch=4,
     ),
     "cpu": GpuBenchPlan(
-        nerf_preset="tiny", eval_every=10, checkpoint_every=20, min_training_seconds=8.0,
-        after_training_seconds=10.0, tests_timeout=120.0, size=128, clip_seconds=3.0,
+        nerf_preset="tiny",
+        eval_every=10,
+        checkpoint_every=20,
+        min_training_seconds=8.0,
+        after_training_seconds=10.0,
+        tests_timeout=120.0,
+        size=128,
+        clip_seconds=3.0,
         prepare_overrides=("crop_samples=8", "background_samples=8", "fit.iterations=100"),
-        render_resolution=32, render_frames=2, encoding_points=2048, diffusion_preset="tiny",
-        diffusion_sizes=(64,), diffusion_steps=(1, 2, 4), diffusion_batch=1,
+        render_resolution=32,
+        render_frames=2,
+        encoding_points=2048,
+        diffusion_preset="tiny",
+        diffusion_sizes=(64,),
+        diffusion_steps=(1, 2, 4),
+        diffusion_batch=1,
     ),
-}  # fmt: skip
+}
 """The GPU run (fits 8 minutes of one H200 with the identity prepared on its CPU) and the CPU run that tests
 the command."""
 
@@ -205,8 +237,19 @@ def run_gpu_tests(paths: Sequence[str] | None, out: Path, timeout: float, log) -
     junit = out / "gpu_tests.xml"
     junit.unlink(missing_ok=True)
     targets = [str(Path(p).resolve()) for p in paths] if paths else [str(REPO / "tests")]
-    cmd = [sys.executable, "-m", "pytest", "-m", "gpu", "-q", "-p", "no:cacheprovider",
-           "--continue-on-collection-errors", f"--junitxml={junit}", *targets]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-m",
+        "gpu",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        "--continue-on-collection-errors",
+        f"--junitxml={junit}",
+        *targets,
+    ]
     env = {
         **os.environ,
         "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")])),
@@ -251,10 +294,15 @@ def paint_speed(plan: GpuBenchPlan, device) -> dict[str, Any]:
     """The diffusion network's painting frames/s per size and step count (``bench diffusion``)."""
     from pipeline.bench.diffusion import bench_diffusion
 
-    fps = bench_diffusion(plan.diffusion_preset, plan.diffusion_sizes, plan.diffusion_steps,
-                          plan.diffusion_batch, str(device))  # fmt: skip
-    return {"preset": plan.diffusion_preset, "batch": plan.diffusion_batch, "sampler": "ddim",
-            "frames_per_second": {k: round(v, 2) for k, v in fps.items()}}  # fmt: skip
+    fps = bench_diffusion(
+        plan.diffusion_preset, plan.diffusion_sizes, plan.diffusion_steps, plan.diffusion_batch, str(device)
+    )
+    return {
+        "preset": plan.diffusion_preset,
+        "batch": plan.diffusion_batch,
+        "sampler": "ddim",
+        "frames_per_second": {k: round(v, 2) for k, v in fps.items()},
+    }
 
 
 def generate_clip(folder: Path, plan: GpuBenchPlan) -> tuple[Path, dict[str, Any]]:
@@ -271,8 +319,9 @@ def generate_clip(folder: Path, plan: GpuBenchPlan) -> tuple[Path, dict[str, Any
         speech, transcript = folder / "speech.wav", None
         write_wav(speech, Audio(audio.samples[:keep], audio.rate))
     start = time.perf_counter()
-    made = generate(photo, speech, folder / "clip.mp4", transcript=transcript,
-                    config=GenerateConfig(size=plan.size))  # fmt: skip
+    made = generate(
+        photo, speech, folder / "clip.mp4", transcript=transcript, config=GenerateConfig(size=plan.size)
+    )
     return made.video, {
         "clip": f"generated: {photo.name} saying {Path(speech).name} (warp renderer)",
         "clip_seconds": round(made.audio_seconds, 2),
@@ -295,10 +344,13 @@ def make_identity(out: Path, video: str | None, plan: GpuBenchPlan):
     ws = prepare(clip, IDENTITY, out / "identities", config, force=True)
     took = time.perf_counter() - start
     figures.update(
-        size=ws.size, frames=ws.num_frames, train_frames=len(ws.split("train")),
-        holdout_frames=len(ws.split("holdout")), prepare_seconds=round(took, 1),
+        size=ws.size,
+        frames=ws.num_frames,
+        train_frames=len(ws.split("train")),
+        holdout_frames=len(ws.split("holdout")),
+        prepare_seconds=round(took, 1),
         prepare_fps=round(ws.num_frames / took, 1),
-    )  # fmt: skip
+    )
     return ws, figures
 
 
@@ -313,8 +365,12 @@ def train_nerf(
     from common.config import load_config
     from renderers.nerf.train import NerfTrainConfig, train
 
-    overrides = [f"device={device.type}", f"eval_every={plan.eval_every}",
-                 f"checkpoint_every={plan.checkpoint_every}", f"max_seconds={seconds:.1f}"]  # fmt: skip
+    overrides = [
+        f"device={device.type}",
+        f"eval_every={plan.eval_every}",
+        f"checkpoint_every={plan.checkpoint_every}",
+        f"max_seconds={seconds:.1f}",
+    ]
     config = load_config(NerfTrainConfig, f"nerf_{plan.nerf_preset}.yaml", overrides)
     out = ws.renderer_dir("nerf")
     shutil.rmtree(out, ignore_errors=True)  # measure a fresh run, never a resumed one
@@ -330,14 +386,17 @@ def train_nerf(
     state = json.loads((out / "training_state.json").read_text())
     steps = int(state["step"])
     return {
-        "preset": plan.nerf_preset, "size": config.size, "rays_per_batch": config.rays_per_batch,
-        "budget_seconds": round(seconds, 1), "steps": steps,
+        "preset": plan.nerf_preset,
+        "size": config.size,
+        "rays_per_batch": config.rays_per_batch,
+        "budget_seconds": round(seconds, 1),
+        "steps": steps,
         "stopped_by": "iterations" if steps >= config.iterations else "time",
         "training_seconds": round(float(state["seconds"]), 1),
         "steps_per_second": round(steps / float(state["seconds"]), 2),
         "sampling": "occupancy grid" if renderer.skip_grid() is not None else "dense",
         "psnr_holdout": psnr_curve(out / "train_log.csv", elapsed),
-    }  # fmt: skip
+    }
 
 
 def psnr_curve(log: Path, elapsed: dict[int, float]) -> list[dict[str, float]]:
@@ -362,8 +421,15 @@ def nerf_speed(ws, plan: GpuBenchPlan, device) -> dict[str, Any]:
     from pipeline.bench.nerf import bench_nerf
 
     identity, root = (ws.path.name, str(ws.path.parent)) if ws is not None else (None, None)
-    return bench_nerf(identity, root, preset=plan.nerf_preset, resolution=plan.render_resolution,
-                      frames=plan.render_frames, points=plan.encoding_points, device=str(device))  # fmt: skip
+    return bench_nerf(
+        identity,
+        root,
+        preset=plan.nerf_preset,
+        resolution=plan.render_resolution,
+        frames=plan.render_frames,
+        points=plan.encoding_points,
+        device=str(device),
+    )
 
 
 # ---- the run -------------------------------------------------------------------------------------------
@@ -388,10 +454,17 @@ def bench_gpu(
     budget = minutes * 60.0
     deadline = time.perf_counter() + budget
     root = Path(out)
-    report = BenchReport(root, {
-        "command": command_line(out, video, minutes, device, tests), "date": time.strftime("%Y-%m-%d %H:%M"),
-        "device": dev.type, "budget_minutes": minutes, "machine": machine_facts(dev), "plan": asdict(plan),
-    })  # fmt: skip
+    report = BenchReport(
+        root,
+        {
+            "command": command_line(out, video, minutes, device, tests),
+            "date": time.strftime("%Y-%m-%d %H:%M"),
+            "device": dev.type,
+            "budget_minutes": minutes,
+            "machine": machine_facts(dev),
+            "plan": asdict(plan),
+        },
+    )
     with report.stage("kernels") as figures:
         figures.update(build_kernels(dev))
     with report.stage("tests") as figures:

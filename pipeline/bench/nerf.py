@@ -33,9 +33,13 @@ def encoding_speed(net, device, points: int, repeats: int) -> dict[str, dict[str
     results = {}
     for name in encoding_implementations(device):
         enc = TriPlaneEncoding(
-            levels=net.levels, features=net.features, log2_table_size=net.log2_table_size,
-            base_resolution=net.base_resolution, finest_resolution=net.finest_resolution, implementation=name,
-        ).to(device)  # fmt: skip
+            levels=net.levels,
+            features=net.features,
+            log2_table_size=net.log2_table_size,
+            base_resolution=net.base_resolution,
+            finest_resolution=net.finest_resolution,
+            implementation=name,
+        ).to(device)
 
         def forward(enc=enc):
             with torch.no_grad():
@@ -50,8 +54,10 @@ def encoding_speed(net, device, points: int, repeats: int) -> dict[str, dict[str
             "forward_mpts_s": points / fwd / 1e6,
             "forward_backward_mpts_s": points / both / 1e6,
         }
-        print(f"  encoding [{name}]: forward {points / fwd / 1e6:.2f} M points/s, "
-              f"forward+backward {points / both / 1e6:.2f} M points/s")  # fmt: skip
+        print(
+            f"  encoding [{name}]: forward {points / fwd / 1e6:.2f} M points/s, "
+            f"forward+backward {points / both / 1e6:.2f} M points/s"
+        )
     return results
 
 
@@ -76,8 +82,10 @@ def render_speed(identity: str, workspace: str | None, device, resolution: int, 
     took = time.perf_counter() - start
     side = renderer.config.render.resolution or renderer.config.image_size
     grid = "occupancy grid" if renderer.skip_grid() is not None else "dense"
-    print(f"  render {identity} at {side}x{side} on {device.type} ({grid}): {count} frames in {took:.1f} s "
-          f"= {count / took:.2f} frames/s")  # fmt: skip
+    print(
+        f"  render {identity} at {side}x{side} on {device.type} ({grid}): {count} frames in {took:.1f} s "
+        f"= {count / took:.2f} frames/s"
+    )
     return {"resolution": side, "frames": count, "fps": count / took, "sampling": grid}
 
 
@@ -102,8 +110,10 @@ def bench_nerf(
     net: FieldConfig = load_config(NerfTrainConfig, f"nerf_{preset}.yaml").network
     n = points or (1 << 20 if dev.type == "cuda" else 1 << 16)
     print(f"machine: {machine_with_gpu(dev)}")
-    print(f"date: {time.strftime('%Y-%m-%d')}; {preset} grid: {net.levels} levels x {net.features} features, "
-          f"2^{net.log2_table_size} rows, {n} points per call")  # fmt: skip
+    print(
+        f"date: {time.strftime('%Y-%m-%d')}; {preset} grid: {net.levels} levels x {net.features} features, "
+        f"2^{net.log2_table_size} rows, {n} points per call"
+    )
     results: dict = {"encoding": encoding_speed(net, dev, n, repeats)}
     if identity:
         results["render"] = render_speed(identity, workspace, dev, resolution, frames)

@@ -72,8 +72,13 @@ def command_seconds(config, image: str, audio: str, transcript: str | None, out:
     return walls
 
 
-def bench_oneshot(config, image: str | None = None, audio: str | None = None, repeats: int = 3,
-                  out: str = "outputs/bench_oneshot.mp4") -> dict[str, float]:  # fmt: skip
+def bench_oneshot(
+    config,
+    image: str | None = None,
+    audio: str | None = None,
+    repeats: int = 3,
+    out: str = "outputs/bench_oneshot.mp4",
+) -> dict[str, float]:
     """Time the warp render stage alone, then the whole generate command, at ``config.size``."""
     from motion.audio import load_audio
     from pipeline.oneshot import demo_inputs
@@ -100,8 +105,10 @@ def bench_oneshot(config, image: str | None = None, audio: str | None = None, re
 
 def _print_oneshot(result: dict[str, float], config, image: str, audio: str, repeats: int) -> None:
     print(f"machine: {machine()}")
-    print(f"input: {Path(image).name} + {Path(audio).name} ({result['audio_seconds']:.2f} s, "
-          f"{result['frames']} frames)")  # fmt: skip
+    print(
+        f"input: {Path(image).name} + {Path(audio).name} ({result['audio_seconds']:.2f} s, "
+        f"{result['frames']} frames)"
+    )
     print(f"size: {config.size}x{config.size} at {config.fps:g} fps, threads {config.warp.threads}")
     print(f"render stage: {result['render_fps']:.1f} frames/s (median of {repeats})")
     print(

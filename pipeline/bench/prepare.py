@@ -33,9 +33,25 @@ def upscaled_copies(video: str, root: Path) -> list[tuple[str, Path]]:
     longer = root / "upscaled_512_x3.mp4"
     if not up.is_file():
         subprocess.run(
-            [ffmpeg_exe(), "-v", "error", "-y", "-i", video, "-vf", "scale=512:512:flags=lanczos",
-             "-c:v", "libx264", "-crf", "16", "-c:a", "copy", str(up)], check=True,
-        )  # fmt: skip
+            [
+                ffmpeg_exe(),
+                "-v",
+                "error",
+                "-y",
+                "-i",
+                video,
+                "-vf",
+                "scale=512:512:flags=lanczos",
+                "-c:v",
+                "libx264",
+                "-crf",
+                "16",
+                "-c:a",
+                "copy",
+                str(up),
+            ],
+            check=True,
+        )
     if not longer.is_file():
         loop = ["-stream_loop", "2", "-i", str(up), "-c", "copy", str(longer)]
         subprocess.run([ffmpeg_exe(), "-v", "error", "-y", *loop], check=True)
@@ -49,10 +65,22 @@ def prepare_once(config, label: str, path: Path, root: Path) -> dict[str, float]
 
     info = probe_video(path)
     cmd = [
-        sys.executable, "-m", "pipeline.cli", "prepare", str(path), "--identity", "bench",
-        "--workspace", str(root / "ws"), "--force", "-q", "--size", str(config.size),
-        "--fps", str(config.fps),
-    ]  # fmt: skip
+        sys.executable,
+        "-m",
+        "pipeline.cli",
+        "prepare",
+        str(path),
+        "--identity",
+        "bench",
+        "--workspace",
+        str(root / "ws"),
+        "--force",
+        "-q",
+        "--size",
+        str(config.size),
+        "--fps",
+        str(config.fps),
+    ]
     wall, rss, code = run_measured(cmd)
     if code != 0:
         raise RuntimeError(f"prepare failed on {path} (exit {code})")

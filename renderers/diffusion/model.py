@@ -278,10 +278,16 @@ class HeadDiffusion(nn.Module):
                     # final_sigmas_type zero: the last step also returns the predicted x0 (no leftover noise);
                     # thresholding with sample_max_value 1 clips the predicted x0 to [-1, 1] at every step
                     self._samplers[name] = DPMSolverMultistepScheduler.from_config(
-                        config, **common, algorithm_type="dpmsolver++", solver_order=2,
-                        lower_order_final=True, final_sigmas_type="zero", thresholding=True,
-                        sample_max_value=1.0, variance_type=None,
-                    )  # fmt: skip
+                        config,
+                        **common,
+                        algorithm_type="dpmsolver++",
+                        solver_order=2,
+                        lower_order_final=True,
+                        final_sigmas_type="zero",
+                        thresholding=True,
+                        sample_max_value=1.0,
+                        variance_type=None,
+                    )
             finally:
                 logging.getLogger("diffusers").setLevel(previous_level)
         return self._samplers[name]

@@ -190,9 +190,13 @@ def train(
         generator = torch.Generator(device=device).manual_seed(config.seed * 7_919 + k)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
             loss, parts = net.loss(
-                batch["rgba"], batch["conditioning"], batch["reference"],
-                batch["previous"] if config.network.use_previous else None, batch["weight"], generator,
-            )  # fmt: skip
+                batch["rgba"],
+                batch["conditioning"],
+                batch["reference"],
+                batch["previous"] if config.network.use_previous else None,
+                batch["weight"],
+                generator,
+            )
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(net.parameters(), 1.0)

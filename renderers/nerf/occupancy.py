@@ -83,9 +83,12 @@ class Occupancy(nn.Module):
             return
         self.estimator.train()
         self.estimator._update(
-            step=step, occ_eval_fn=self._probe(field, expressions), occ_thre=self.threshold,
-            ema_decay=0.95, warmup_steps=warmup,
-        )  # fmt: skip
+            step=step,
+            occ_eval_fn=self._probe(field, expressions),
+            occ_thre=self.threshold,
+            ema_decay=0.95,
+            warmup_steps=warmup,
+        )
         self.updates += 1
 
     @torch.no_grad()
@@ -94,9 +97,12 @@ class Occupancy(nn.Module):
         self.estimator.occs.zero_()
         for _ in range(rounds):
             self.estimator._update(
-                step=0, occ_eval_fn=self._probe(field, expressions), occ_thre=self.threshold,
-                ema_decay=1.0, warmup_steps=1,
-            )  # fmt: skip
+                step=0,
+                occ_eval_fn=self._probe(field, expressions),
+                occ_thre=self.threshold,
+                ema_decay=1.0,
+                warmup_steps=1,
+            )
         self.updates += 1
 
     def occupied(self, points: torch.Tensor) -> torch.Tensor:
@@ -142,9 +148,16 @@ class Occupancy(nn.Module):
             return rgb.float(), density.float()
 
         rays, t_starts, t_ends = self.estimator.sampling(
-            origins, dirs, sigma_fn=sigma_fn, t_min=near, t_max=far, render_step_size=self.step_size,
-            stratified=stratified, early_stop_eps=1e-4, alpha_thre=self.threshold * 0.1,
-        )  # fmt: skip
+            origins,
+            dirs,
+            sigma_fn=sigma_fn,
+            t_min=near,
+            t_max=far,
+            render_step_size=self.step_size,
+            stratified=stratified,
+            early_stop_eps=1e-4,
+            alpha_thre=self.threshold * 0.1,
+        )
         rgb, opacity, depth, _ = rendering(
             t_starts, t_ends, rays, n_rays=len(origins), rgb_sigma_fn=rgb_sigma_fn
         )

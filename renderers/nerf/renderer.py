@@ -87,9 +87,13 @@ class NerfRenderer(Renderer):
 
     @torch.no_grad()
     def render_image(
-        self, rotation: np.ndarray, translation: np.ndarray, expression: np.ndarray, size: int,
+        self,
+        rotation: np.ndarray,
+        translation: np.ndarray,
+        expression: np.ndarray,
+        size: int,
         appearance: torch.Tensor | None = None,
-    ) -> tuple[np.ndarray, np.ndarray, tuple[int, int, int, int]]:  # fmt: skip
+    ) -> tuple[np.ndarray, np.ndarray, tuple[int, int, int, int]]:
         """One frame at ``size`` x ``size``: premultiplied rgb float [h, w, 3], opacity [h, w] over the
         projected head box, and that box."""
         field_module = self.field.to(self.device).eval()
@@ -120,9 +124,15 @@ class NerfRenderer(Renderer):
             sl = slice(start, start + self.config.render.ray_chunk)
             n = len(origins[sl])
             out = volume_render(
-                field_module, self.box, origins[sl], dirs[sl], expr.expand(n, -1), code.expand(n, -1),
-                self.config.render.samples, occupancy=grid,
-            )  # fmt: skip
+                field_module,
+                self.box,
+                origins[sl],
+                dirs[sl],
+                expr.expand(n, -1),
+                code.expand(n, -1),
+                self.config.render.samples,
+                occupancy=grid,
+            )
             rgb.append(out["rgb"])
             alpha.append(out["opacity"])
         h, w = y1 - y0, x1 - x0

@@ -225,8 +225,10 @@ def _lpips(config: NerfTrainConfig, device: torch.device):
     if not perceptual.available():
         log.info(
             "no LPIPS loss: its weights are not here (put %s and %s in a folder named by %s)",
-            perceptual.BACKBONE_FILE, perceptual.HEADS_FILE, perceptual.ENV_DIR,
-        )  # fmt: skip
+            perceptual.BACKBONE_FILE,
+            perceptual.HEADS_FILE,
+            perceptual.ENV_DIR,
+        )
         return None
     return perceptual.LPIPS.load(device=device)
 
@@ -252,9 +254,12 @@ def _patch_losses(
 
 
 def _losses(
-    out: dict[str, torch.Tensor], codes: torch.Tensor, batch: dict[str, np.ndarray], config: NerfTrainConfig,
+    out: dict[str, torch.Tensor],
+    codes: torch.Tensor,
+    batch: dict[str, np.ndarray],
+    config: NerfTrainConfig,
     lpips,
-) -> tuple[torch.Tensor, dict[str, float]]:  # fmt: skip
+) -> tuple[torch.Tensor, dict[str, float]]:
     """The step's loss and its parts for the log."""
     device = codes.device
     n = int(batch["rays"])
@@ -340,9 +345,16 @@ def train(
         codes = field_module.appearance(frame)
         with torch.autocast(device.type, dtype=torch.bfloat16, enabled=autocast):
             out = volume_render(
-                field_module, renderer.box, origins, dirs, expression[frame], codes, config.render.samples,
-                stratified=True, occupancy=skip,
-            )  # fmt: skip
+                field_module,
+                renderer.box,
+                origins,
+                dirs,
+                expression[frame],
+                codes,
+                config.render.samples,
+                stratified=True,
+                occupancy=skip,
+            )
         loss, row = _losses(out, codes, batch, config, lpips)
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
