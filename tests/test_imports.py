@@ -170,3 +170,17 @@ def test_a_tree_that_keeps_the_rules_passes(tmp_path):
         "pipeline/c.py": "import renderers.nerf.r\nfrom motion import a\n",
     }
     assert violations(write_tree(tmp_path, files)) == []
+
+
+def test_single_portrait_generation_loads_no_trained_renderer():
+    """``generate`` with the warp renderer must not pay for importing the NeRF or diffusion stacks."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, pipeline.oneshot, pipeline.cli; "
+        "print(' '.join(m for m in sys.modules if m.startswith(('renderers.nerf', 'renderers.diffusion', "
+        "'diffusers', 'nerfacc'))))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""
