@@ -27,6 +27,20 @@ def shared_file(name: str) -> Path:
     return path
 
 
+def evaluate_in_copy(ws, renderer, root: Path, **settings) -> dict:
+    """``talking-portrait eval`` of ``renderer`` on the held-out frames of a copy of workspace ``ws`` made
+    under ``root``, so that the renderers trained in ``ws`` itself stay as they are (no video written)."""
+    import shutil
+
+    from pipeline.evaluate import EvalConfig, evaluate_identity
+
+    copy = root / ws.path.name
+    shutil.copytree(ws.path, copy, ignore=shutil.ignore_patterns("renderers"))
+    renderer.save(copy / "renderers" / renderer.name)
+    config = EvalConfig(renderer=renderer.name, video=False, **settings)
+    return evaluate_identity(ws.path.name, root, config=config, out=root / "eval")
+
+
 @pytest.fixture(scope="session")
 def demo_speech() -> Path:
     return REPO / "assets" / "demo_speech.flac"
