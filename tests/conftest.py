@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import os
+
+os.environ.setdefault("GLOG_minloglevel", "2")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# One thread for numpy's OpenBLAS and torch's OpenMP, set before either loads. The tests' arrays are tiny,
+# and the threads then mostly wait for each other at barriers: on a machine whose other core was busy,
+# building one warp renderer (scipy's Delaunay transforms) took 2-19 s instead of 0.2 s, and the SSIM
+# gradient check 15 s instead of 0.5 s. Tests check results, not speed (tests that compare thread counts set
+# their own); set these variables to run the suite with more threads.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 from pathlib import Path
 
 import numpy as np
 import pytest
-
-os.environ.setdefault("GLOG_minloglevel", "2")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
