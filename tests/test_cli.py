@@ -23,6 +23,7 @@ def generated(tmp_path_factory, portrait_path, demo_speech):
     return out
 
 
+@pytest.mark.slow
 def test_video_has_audio_duration_size_and_streams(generated, demo_speech):
     info = probe_video(generated)
     audio = load_audio(demo_speech)
@@ -35,6 +36,7 @@ def test_video_has_audio_duration_size_and_streams(generated, demo_speech):
     assert generated.with_name("talk.motion.npz").is_file()
 
 
+@pytest.mark.slow
 def test_mouth_follows_speech_and_closes_in_silence(generated, demo_speech):
     from motion.audio_features import analyse_audio
     from pipeline.oneshot import mouth_opening
@@ -57,6 +59,7 @@ def test_mouth_follows_speech_and_closes_in_silence(generated, demo_speech):
     assert (opening[speech] > rest + 0.05).mean() > 0.3
 
 
+@pytest.mark.slow
 def test_pixels_outside_the_face_barely_change(generated):
     frames = np.stack(list(read_video_frames(generated))).astype(np.int16)
     first = frames[0]
@@ -146,6 +149,7 @@ def test_unwritable_output_is_refused_before_work(bad_files, tmp_path, capsys):
     assert code == 2 and ".mp4" in capsys.readouterr().err
 
 
+@pytest.mark.slow
 def test_several_faces_takes_the_largest_with_a_warning(tmp_path, portrait, demo_speech, caplog):
     small = cv2.resize(portrait, (128, 128))
     canvas = np.full((256, 384, 3), 90, np.uint8)

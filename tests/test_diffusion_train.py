@@ -23,6 +23,8 @@ from renderers.diffusion.train import CropBatcher, DiffusionTrainConfig, train
 from renderers.training import read_log
 from tests.conftest import evaluate_in_copy
 
+pytestmark = pytest.mark.slow  # every test here trains or uses a trained workspace
+
 
 @pytest.fixture(scope="module")
 def tiny() -> DiffusionTrainConfig:

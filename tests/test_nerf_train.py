@@ -18,6 +18,8 @@ from renderers.tensorboard import read_scalars
 from renderers.training import read_log
 from tests.conftest import evaluate_in_copy
 
+pytestmark = pytest.mark.slow  # every test here trains or uses a trained workspace
+
 
 @pytest.fixture(scope="module")
 def tiny() -> NerfTrainConfig:
