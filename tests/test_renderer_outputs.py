@@ -3,9 +3,10 @@
 property test still holds. Each renderer is built in the test from fixed seeds, with no training: a freshly
 initialised network under a fixed torch seed renders deterministically.
 
-The tolerances survive the CPU thread count (each test runs with 1 and with 2 torch threads and the slices
-agree far inside them) but not a real change. When a change of the arithmetic is meant, print the new slice
-(``frame.rgb[...]`` as in the test) and paste it here, saying in the commit why the pixels moved.
+The tolerances survive the CPU thread count (each test runs with 1 and with 2 threads; the slices came out
+the same to every printed digit) but not a real change: a 1% change of one constant in a renderer's
+arithmetic moved its slice by 3 to 300 times the tolerance. When a change of the pixels is meant, print the
+new slice (as the test cuts it) and paste it here, saying in the commit why the pixels moved.
 """
 
 from __future__ import annotations
@@ -80,7 +81,7 @@ def test_warp_output_slice(threads):
     assert frame.box == (0, 0, 96, 96)
     # the lower lip and chin: pixels the open jaw drags down (the photo's 3 x 3 there, green channel)
     lips = frame.rgb[66:69, 46:49, 1].ravel()
-    # rows through the cheek the smile lifts, every 4th pixel
+    # a row through the cheek the smile lifts, every 4th pixel (red channel)
     cheek = frame.rgb[58, 52:76:4, 0]
     expected_lips = np.array([52, 52, 42, 107, 124, 152, 152, 172, 190])
     expected_cheek = np.array([203, 130, 77, 80, 175, 207])
