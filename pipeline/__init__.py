@@ -1,5 +1,5 @@
-"""Pipeline: the jobs (generate, prepare, render, eval, bench), identity workspaces, the compositor, media I/O,
-the CLI and the Python API."""
+"""Pipeline: the jobs (generate, prepare, render, eval, bench), identity workspaces, the compositor, media
+I/O, the CLI and the Python API."""
 
 from common.errors import UserError
 

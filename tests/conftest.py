@@ -3,13 +3,21 @@
 from __future__ import annotations
 
 import os
+
+os.environ.setdefault("GLOG_minloglevel", "2")
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+# One thread for numpy's OpenBLAS and torch's OpenMP, set before either loads. The tests' arrays are tiny,
+# and the threads then mostly wait for each other at barriers: on a machine whose other core was busy,
+# building one warp renderer (scipy's Delaunay transforms) took 2-19 s instead of 0.2 s, and the SSIM
+# gradient check 15 s instead of 0.5 s. Tests check results, not speed (tests that compare thread counts set
+# their own); set these variables to run the suite with more threads.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 from pathlib import Path
 
 import numpy as np
 import pytest
-
-os.environ.setdefault("GLOG_minloglevel", "2")
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"
@@ -25,6 +33,20 @@ def shared_file(name: str) -> Path:
     if not path.is_file():
         pytest.skip(f"{path} not present")
     return path
+
+
+def evaluate_in_copy(ws, renderer, root: Path, **settings) -> dict:
+    """``talking-portrait eval`` of ``renderer`` on the held-out frames of a copy of workspace ``ws`` made
+    under ``root``, so that the renderers trained in ``ws`` itself stay as they are (no video written)."""
+    import shutil
+
+    from pipeline.evaluate import EvalConfig, evaluate_identity
+
+    copy = root / ws.path.name
+    shutil.copytree(ws.path, copy, ignore=shutil.ignore_patterns("renderers"))
+    renderer.save(copy / "renderers" / renderer.name)
+    config = EvalConfig(renderer=renderer.name, video=False, **settings)
+    return evaluate_identity(ws.path.name, root, config=config, out=root / "eval")
 
 
 @pytest.fixture(scope="session")

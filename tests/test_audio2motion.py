@@ -156,9 +156,15 @@ def _frame_rms(samples: np.ndarray, rate: int, fps: float, num_frames: int) -> n
     )
 
 
-@pytest.mark.parametrize("name", ["speech_en_male_8s.wav", "speech_zh_female_8s.wav"])
-def test_jaw_correlates_with_the_envelope_in_any_language(name):
-    path = SHARED_DATA / name
+# The demo clip ships with the project, so this runs everywhere (measured r 0.95); the other two are real
+# recordings of other voices and a tonal language, checked where the shared media folder is present.
+@pytest.mark.parametrize(
+    "path",
+    [ROOT / "assets" / "demo_speech.flac", SHARED_DATA / "speech_en_male_8s.wav",
+     SHARED_DATA / "speech_zh_female_8s.wav"],
+    ids=lambda p: p.stem,
+)  # fmt: skip
+def test_jaw_correlates_with_the_envelope_in_any_language(path):
     if not path.is_file():
         pytest.skip(f"{path} is absent")
     audio = load_audio(path)

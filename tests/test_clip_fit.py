@@ -12,6 +12,8 @@ from motion.face_model import FaceModel
 
 SIZE = 512
 
+pytestmark = pytest.mark.slow  # the fit of a 200-frame clip takes seconds
+
 
 @pytest.fixture(scope="module")
 def clip():

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import cv2
 import numpy as np
 import pytest
@@ -23,7 +21,6 @@ from renderers.diffusion.conditioning import (
 SIZE = 512
 FOCAL = 1100.0
 DEPTH = 78.0  # the 18-unit mean face spans about half of the 512 px frame
-WORKSPACE = Path(__file__).resolve().parents[1] / "outputs" / "ws_dev" / "talk_andrew_a"
 ZERO = np.zeros(3)
 TRANS = np.array([0.0, 0.0, -DEPTH])
 YAW = np.array([0.0, 0.5, 0.0])  # about 29 degrees: the subject's left (+x) turns away
@@ -311,33 +308,35 @@ def test_mouth_box(cond):
     np.testing.assert_array_equal(batch, np.stack([closed, opened]))
 
 
-@pytest.fixture(scope="module")
-def tracking():
-    if not (WORKSPACE / "tracking.npz").is_file():
-        pytest.skip(f"{WORKSPACE} not present")
-    from pipeline.workspace import Workspace
+@pytest.mark.slow
+def test_workspace_conditioning_lands_on_the_tracked_face(prepared):
+    """On a prepared workspace (synthetic footage of a real portrait), the conditioning drawn from the
+    clip fit lies on the face the tracker saw."""
+    from motion.clip_fit import fit_points
 
-    return Workspace.open(WORKSPACE).fit()
-
-
-def test_workspace_coverage_overlaps_tracked_face(tracking):
-    cond = FaceConditioner.from_tracking(tracking)
-    size = int(tracking.image_size[1])
-    frames = np.flatnonzero(tracking.valid)
+    fit = prepared.fit()
+    cond = FaceConditioner.from_fit(fit)
+    size = int(fit.image_size[1])
+    frames = np.flatnonzero(fit.valid)
     frames = frames[np.linspace(0, len(frames) - 1, 12).astype(int)]
-    errors = []
+    fitted = fit_points()
     for i in frames:
-        e, r, t = tracking.expression[i], tracking.rotation[i], tracking.translation[i]
+        e, r, t = fit.expression[i], fit.rotation[i], fit.translation[i]
         px = cond.project(cond.camera_vertices(e, r, t), size)[: tp.NUM_POINTS]
-        landmarks = tracking.landmarks[i, :, :2]
-        errors.append(np.linalg.norm(px - landmarks, axis=1))
+        landmarks = fit.landmarks[i, :, :2]
+        # The conditioner's camera is the clip fit's: its vertices miss the landmarks the fit used by the
+        # fit's own per-frame residual (an RMS over those points, about 1 px here), up to the fit's float32
+        # arithmetic (measured 0.009 px at most over the clip; a focal 1% off moves it by tenths of a pixel).
+        rms = np.sqrt(((px[fitted] - landmarks[fitted]) ** 2).sum(-1).mean())
+        assert rms == pytest.approx(float(fit.residual[i]), abs=0.02), f"frame {i}"
         hull = cv2.convexHull(landmarks.astype(np.float32))[:, 0]
         inside = np.zeros((size, size), np.uint8)
         cv2.fillConvexPoly(inside, np.round((hull - 0.5) * 16).astype(np.int32), 1, cv2.LINE_8, 4)
         cover = channel(cond.render(e, r, t, size), "coverage") > 0
         iou = (cover & (inside > 0)).sum() / (cover | (inside > 0)).sum()
-        assert iou > 0.8, f"frame {i}: IoU {iou:.3f}"
-    assert np.median(errors) < 4.0  # the model vertices land on the tracked landmarks
+        # The face here is about 50 px in radius: an outline off by the fit's 1-1.6 px residual changes the
+        # area by 4-6%. Measured 0.94-0.97.
+        assert iou > 0.9, f"frame {i}: IoU {iou:.3f}"
 
 
 def test_a_window_renders_that_part_of_the_frame():

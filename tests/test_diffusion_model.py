@@ -129,6 +129,7 @@ def test_loss_weighting_and_determinism():
     torch.testing.assert_close(twice, 2 * loss)
 
 
+@pytest.mark.slow  # 150 training steps
 def test_overfits_one_batch():
     model = tiny_model(use_previous=False)
     b = batch(2)

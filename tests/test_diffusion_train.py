@@ -4,6 +4,7 @@ together, and the painted heads flow through compose and write into a playable v
 
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 
@@ -17,8 +18,12 @@ from motion.sequence import MotionSequence
 from pipeline.workspace import Workspace
 from renderers.base import load_renderer
 from renderers.diffusion.model import HeadDiffusion
+from renderers.diffusion.renderer import DiffusionRenderer
 from renderers.diffusion.train import CropBatcher, DiffusionTrainConfig, train
 from renderers.training import read_log
+from tests.conftest import evaluate_in_copy
+
+pytestmark = pytest.mark.slow  # every test here trains or uses a trained workspace
 
 
 @pytest.fixture(scope="module")
@@ -71,7 +76,13 @@ def test_checkpoint_reloads_to_identical_pixels(trained, prepared):
         assert x.box == y.box
         np.testing.assert_array_equal(x.rgb, y.rgb)
         np.testing.assert_array_equal(x.alpha, y.alpha)
-    assert not np.array_equal(a[0].rgb, a[2].rgb) or not np.array_equal(a[0].alpha, a[2].alpha)
+    # The equality above says something only if the pixels depend on the saved weights: the network before
+    # training (same config, its seed's initial weights) paints these frames 35 levels (of 255) apart on
+    # average, measured; a checkpoint whose weights were not restored would show such a gap.
+    torch.manual_seed(0)
+    fresh = DiffusionRenderer(copy.deepcopy(renderer.config), renderer.shape, renderer.reference)
+    for x, y in zip(a, fresh.render(motion), strict=True):
+        assert np.abs(x.rgb.astype(int) - y.rgb).mean() > 10
 
 
 def test_killed_run_resumes_from_its_last_checkpoint(trained, prepared, tiny, tmp_path):
@@ -128,7 +139,7 @@ def test_several_identities_train_together(prepared, tiny, tmp_path, portrait_pa
     assert missing == 2 and "needs a trained checkpoint" in capsys.readouterr().err
 
 
-def test_render_compose_write_and_bad_checkpoints(trained, prepared, demo_speech, tmp_path, capsys):
+def test_render_compose_write_and_bad_checkpoints(trained, prepared, tiny, demo_speech, tmp_path, capsys):
     from motion.audio import Audio, load_audio
     from pipeline.cli import main
     from pipeline.prepare import write_wav
@@ -148,18 +159,32 @@ def test_render_compose_write_and_bad_checkpoints(trained, prepared, demo_speech
                  "--renderer", "diffusion", "--max-frames", "6", "--out", str(report_dir), "-q"])  # fmt: skip
     assert code == 0, capsys.readouterr().err
     report = json.loads((report_dir / "report.json").read_text())
-    assert report["renderer"] == "diffusion" and 5 < report["self_reenactment"]["psnr"] < 60
+    assert report["renderer"] == "diffusion"
+    # The tiny preset (30 steps at 32 px) paints the held-out frames closer to the footage than the same
+    # network before training: measured 16.6 against 14.1 dB PSNR and 0.64 against 0.39 SSIM over the frame
+    # (2 sampling steps). Bounds at about half of each gap.
+    renderer, saved = trained
+    torch.manual_seed(tiny.seed)
+    fresh = DiffusionRenderer(copy.deepcopy(renderer.config), renderer.shape, renderer.reference)
+    before = evaluate_in_copy(prepared, fresh, tmp_path / "before", max_frames=6)["self_reenactment"]
+    s = report["self_reenactment"]
+    assert s["psnr"] > before["psnr"] + 1.2 and s["ssim"] > before["ssim"] + 0.1, (s, before)
     one_step = main(["eval", "--identity", "synthetic", "--workspace", str(prepared.path.parent),
                      "--renderer", "diffusion", "--max-frames", "6", "--out", str(tmp_path / "eval1"),
                      "--set", "steps=1", "-q"])  # fmt: skip
     assert one_step == 0, capsys.readouterr().err
     report1 = json.loads((tmp_path / "eval1" / "report.json").read_text())
-    assert report1["self_reenactment"]["psnr"] != report["self_reenactment"]["psnr"]
+    # --set steps=1 reaches the renderer: the report is the one-step renderer's, figure for figure (the
+    # two-step and one-step figures differ by 0.36 dB, far beyond the 1e-6 compared here).
+    one = load_renderer(saved)
+    one.config.render.steps = 1
+    direct = evaluate_in_copy(prepared, one, tmp_path / "one", max_frames=6)["self_reenactment"]
+    assert direct == pytest.approx(report1["self_reenactment"], rel=1e-6)
+    assert report1["self_reenactment"]["psnr"] != pytest.approx(s["psnr"], abs=0.05)
     wrong = main(["eval", "--identity", "synthetic", "--workspace", str(prepared.path.parent),
                   "--renderer", "diffusion", "--set", "resolution=64", "-q"])  # fmt: skip
     assert wrong == 2 and "no resolution setting" in capsys.readouterr().err
 
-    _, saved = trained
     from safetensors.numpy import save_file
 
     foreign = tmp_path / "foreign"
@@ -171,14 +196,12 @@ def test_render_compose_write_and_bad_checkpoints(trained, prepared, demo_speech
 
 
 def test_batch_painting_without_the_previous_frame_matches_frame_by_frame(trained, prepared):
-    renderer, _ = trained
+    _, out = trained
+    renderer = load_renderer(out)  # its own copy: the settings change below
     motion = _motion(prepared, [40, 41, 42])
     renderer.config.render.previous, renderer.config.render.batch = False, 2
-    try:
-        batched = [h.rgb for h in renderer.render(motion)]
-        single = [next(iter(renderer.render(_motion(prepared, [i])))).rgb for i in (40, 41, 42)]
-    finally:
-        renderer.config.render.previous = True
+    batched = [h.rgb for h in renderer.render(motion)]
+    single = [next(iter(renderer.render(_motion(prepared, [i])))).rgb for i in (40, 41, 42)]
     for a, b in zip(batched, single, strict=True):
         assert np.abs(a.astype(int) - b.astype(int)).max() <= 1  # the same noise: batching changes nothing
 

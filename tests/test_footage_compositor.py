@@ -197,11 +197,23 @@ def test_head_without_footage_head_or_with_empty_alpha() -> None:
         np.zeros_like(masks.head_alpha),
         masks.person_alpha,
     )
-    out = FootageCompositor(plate).compose(_head(100, 24, SKIN), frame, faceless)
-    assert out.shape == frame.shape
+    head = _head(100, 24, SKIN)
+    out = FootageCompositor(plate).compose(head, frame, faceless)
+    # no footage head to take out: the frame stays as it was wherever the new head is not, and the new head
+    # is painted where it is
+    _, alpha, (x0, y0, x1, y1) = fit_to_box(head)
+    covered = np.zeros(frame.shape[:2], bool)
+    covered[y0:y1, x0:x1] = alpha > 0
+    assert out.shape == frame.shape and covered.any() and not covered.all()
+    assert np.abs(out.astype(int) - frame)[~covered].max() <= 1
+    assert np.median(_distance(out[50:60, 70:90], SKIN)) < 5
     empty = HeadFrame(np.zeros((4, 4, 3), np.uint8), np.zeros((4, 4), np.float32), (10, 10, 30, 30))
     out = FootageCompositor(plate).compose(empty, frame, masks)
+    # the footage's head comes out and nothing goes in: the room shows where the face was, and nothing
+    # changes outside the footage's head matte
     assert out.shape == frame.shape and out.dtype == np.uint8
+    assert np.median(_distance(out[50:60, 70:90], PLATE)) < 5
+    assert np.abs(out.astype(int) - frame)[masks.head_alpha == 0].max() <= 1
 
 
 def test_tight_fit_matches_the_full_fit() -> None:

@@ -3,16 +3,22 @@ identical pixels, and a killed run resumes where it stopped."""
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 
 import numpy as np
 import pytest
+import torch
 
 from common.config import load_config
 from renderers.base import load_renderer
+from renderers.nerf.renderer import NerfRenderer
 from renderers.nerf.train import NerfTrainConfig, train
 from renderers.training import read_log
+from tests.conftest import evaluate_in_copy
 from tests.tensorboard_events import read_scalars
+
+pytestmark = pytest.mark.slow  # every test here trains or uses a trained workspace
 
 
 @pytest.fixture(scope="module")
@@ -42,17 +48,14 @@ def test_tiny_preset_trains_and_its_loss_falls(trained, tiny):
 
 
 def test_occupancy_grid_skips_empty_space_without_changing_the_picture(trained, prepared):
-    renderer, _ = trained
-    grid = renderer.occupancy
-    assert grid is not None and grid.ready  # forty steps carve little; test_occupancy.py checks carving
-    t = prepared.fit()
+    _, out = trained
+    renderer = load_renderer(out)  # its own copy: the grid is taken away below
+    assert renderer.occupancy is not None and renderer.occupancy.ready  # forty steps carve little; see
+    t = prepared.fit()  # test_occupancy.py for carving
     args = (t.rotation[95], t.translation[95], t.expression[95], 48)
     skipped, alpha_skipped, _ = renderer.render_image(*args)
     renderer.occupancy = None
-    try:
-        dense, alpha_dense, _ = renderer.render_image(*args)
-    finally:
-        renderer.occupancy = grid
+    dense, alpha_dense, _ = renderer.render_image(*args)
     assert alpha_dense.max() > 0.5
     assert np.abs(alpha_skipped - alpha_dense).max() < 0.05
     assert np.abs(skipped - dense).mean() < 0.005
@@ -153,12 +156,13 @@ def test_render_compose_write_gives_a_playable_video(trained, prepared, demo_spe
     assert missing == 2 and not (tmp_path / "x.mp4").exists()
 
 
-def test_eval_writes_image_and_lip_sync_figures(trained, prepared, tmp_path, capsys):
+def test_eval_writes_image_and_lip_sync_figures(trained, prepared, tiny, tmp_path, capsys):
     import json
 
     from pipeline.cli import main
     from pipeline.video_io import probe_video
 
+    renderer, _ = trained
     root = str(prepared.path.parent)
     out = tmp_path / "eval"
     code = main(["eval", "--identity", "synthetic", "--workspace", root, "--max-frames", "8",
@@ -170,9 +174,21 @@ def test_eval_writes_image_and_lip_sync_figures(trained, prepared, tmp_path, cap
     assert report["frames"][1] - report["frames"][0] == 8
     assert report["frames"][0] == prepared.split("holdout")[0]
     s = report["self_reenactment"]
-    assert 8 < s["psnr"] < 60 and 0 < s["ssim"] <= 1 and 0 < s["ssim_face"] <= 1
-    assert 0 <= s["temporal_error_face"] < 0.5 and "flicker" in captured.out
-    assert 0 <= report["audio_driven"]["faces_found"] <= 1
+    # The tiny preset (40 steps at 32 px) paints a blur, not a face, but a blur learned from this person:
+    # on the held-out frames it beats the same network before training (the weights its seed starts from),
+    # measured by 2.8 dB PSNR (16.6 against 13.7) and 0.12 SSIM (0.69 against 0.58) over the frame, and
+    # 1.1 dB over the face box. Half of each keeps room for other CPUs and library versions.
+    torch.manual_seed(tiny.seed)
+    before = evaluate_in_copy(prepared, NerfRenderer(copy.deepcopy(renderer.config)), tmp_path / "before",
+                              max_frames=8)["self_reenactment"]  # fmt: skip
+    assert s["psnr"] > before["psnr"] + 1.4, (s, before)
+    assert s["ssim"] > before["ssim"] + 0.05, (s, before)
+    assert s["psnr_face"] > before["psnr_face"] + 0.5, (s, before)
+    assert np.isfinite(s["temporal_error_face"]) and "flicker" in captured.out
+    # Known answers for the lip-sync figures are checked in test_evaluate.py (a renderer that replays the
+    # footage); here, a lip distance is reported exactly when the tracker found faces in the output.
+    driven = report["audio_driven"]
+    assert np.isfinite(driven["lmd_mouth_px_at_512"]) == (driven["faces_found"] > 0)
     for name in ("frames.png", "mouths.png", "mouth.png", "eval.config.yaml"):
         assert (out / name).is_file(), name
     info = probe_video(out / "side_by_side.mp4")

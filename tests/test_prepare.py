@@ -22,6 +22,7 @@ from tests.footage import textured_background
 SIZE = 256
 
 
+@pytest.mark.slow
 def test_workspace_layout(prepared, footage):
     ws = Workspace.open(prepared.path)
     assert ws.num_frames == len(footage.motion) == 100
@@ -43,6 +44,7 @@ def test_workspace_layout(prepared, footage):
     assert summary["rotation_jitter_deg"] < summary["rotation_jitter_pnp_deg"]
 
 
+@pytest.mark.slow
 def test_training_epochs_stream_chunk_by_chunk(prepared, monkeypatch):
     import pipeline.workspace as workspace
 
@@ -58,6 +60,7 @@ def test_training_epochs_stream_chunk_by_chunk(prepared, monkeypatch):
     assert again == seen
 
 
+@pytest.mark.slow
 def test_recovers_pose(prepared, footage):
     """Head rotation relative to the first frame, and where the fitted model lands in the image.
 
@@ -87,6 +90,7 @@ def test_recovers_pose(prepared, footage):
     assert np.percentile(error.mean(1), 95) < 4.0
 
 
+@pytest.mark.slow
 def test_recovers_expression(prepared, footage):
     t = prepared.fit()
     names = [str(n) for n in t.names]
@@ -105,6 +109,7 @@ def test_recovers_expression(prepared, footage):
         assert peak > max(0.3, 2 * open_level), (centre, peak, open_level)
 
 
+@pytest.mark.slow
 def test_masks_cover_the_face(prepared):
     import cv2
 
@@ -120,6 +125,7 @@ def test_masks_cover_the_face(prepared):
         assert masks.labels[:8, :8].max() == 0  # a top corner is background
 
 
+@pytest.mark.slow
 def test_background_plate_matches_the_truth(prepared, footage):
     import cv2
 
@@ -133,6 +139,7 @@ def test_background_plate_matches_the_truth(prepared, footage):
     assert prepared.summary()["background_coverage"] == pytest.approx(seen.mean(), abs=0.01)
 
 
+@pytest.mark.slow
 def test_resume_after_interruption_gives_identical_results(footage, prepared, tmp_path):
     calls = []
 
@@ -164,6 +171,7 @@ def test_resume_after_interruption_gives_identical_results(footage, prepared, tm
     assert (ws_dir / "tracking.npz").stat().st_mtime_ns == before
 
 
+@pytest.mark.slow
 def test_inspect_prints_the_summary(prepared, capsys):
     assert main(["inspect", str(prepared.path)]) == 0
     out = capsys.readouterr().out
@@ -243,6 +251,7 @@ def test_rejects_short_or_tiny_clips(tmp_path, source, message):
         prepare(clip, "x", tmp_path / "ws", CONFIG)
 
 
+@pytest.mark.slow
 def test_refuses_another_source_or_other_settings_or_version(prepared, footage, tmp_path):
     other = tmp_path / "other.mp4"
     _ffmpeg("-i", str(footage.path), "-t", "3", "-c", "copy", str(other))
@@ -258,6 +267,7 @@ def test_refuses_another_source_or_other_settings_or_version(prepared, footage, 
         Workspace.open(foreign)
 
 
+@pytest.mark.slow
 def test_video_without_audio_warns_and_prepares(footage, tmp_path, caplog):
     silent = tmp_path / "silent.mp4"
     _ffmpeg("-i", str(footage.path), "-an", "-c", "copy", str(silent))
@@ -267,6 +277,7 @@ def test_video_without_audio_warns_and_prepares(footage, tmp_path, caplog):
     assert ws.step_done("report")
 
 
+@pytest.mark.slow
 def test_several_people_prepares_the_largest_most_central_with_a_warning(footage, tmp_path, caplog):
     crowd = tmp_path / "two.mp4"
     _ffmpeg(
@@ -281,6 +292,7 @@ def test_several_people_prepares_the_largest_most_central_with_a_warning(footage
     assert ws.info["split"]["holdout"] == [100, 100]
 
 
+@pytest.mark.slow
 def test_face_losses_short_ones_bridged_long_ones_left_out(footage, tmp_path):
     hidden = tmp_path / "hidden.mp4"
     _ffmpeg(
