@@ -10,7 +10,9 @@ The mouth is driven by two sources that are combined:
   with any voice, even where the English phone model is wrong.
 
 An explicit silence model then closes the mouth: outside voice activity every mouth coefficient is exactly 0
-after a short closing ramp. Blinks, head sway, nods and brow raises are generated (``motion.idle``).
+after a short closing ramp. Voice activity is where the sound is over its noise floor *and* a speech
+detector (``motion.voice_activity``) hears a voice, so the mouth stays shut through breaths, music, tones
+and room noise. Blinks, head sway, nods and brow raises are generated (``motion.idle``).
 """
 
 from __future__ import annotations
@@ -22,12 +24,20 @@ from scipy import ndimage
 
 from common.errors import InputError
 from motion.audio import Audio
-from motion.audio_features import AudioFeatures, VadParams, analyse_audio, speech_spans, to_frames
+from motion.audio_features import (
+    AudioFeatures,
+    VadParams,
+    analyse_audio,
+    analysis_times,
+    speech_spans,
+    to_frames,
+)
 from motion.blendshapes import EXPRESSION_INDEX, EXPRESSION_NAMES, MOUTH_NAMES
 from motion.idle import blink_curves, emphasis_curve, head_pose
 from motion.phonemes import PhoneSegment, audio_to_phones
 from motion.sequence import MotionSequence
 from motion.visemes import closure_curve, coarticulate
+from motion.voice_activity import speech_mask, speech_seconds
 
 _JAW = EXPRESSION_INDEX["jaw_open"]
 _LIPS_TOGETHER = EXPRESSION_INDEX["lips_together"]
@@ -62,6 +72,10 @@ class Audio2MotionConfig:
     """RMS window of the loudness envelope (speech band 300-3400 Hz)."""
     silence_threshold_db: float = 9.0
     """Voice activity starts this many dB above the adaptive noise floor."""
+    speech_threshold: float = 0.5
+    """Speech probability (Silero VAD, per 32 ms) over which sound counts as speech; 0: energy alone."""
+    speech_hangover_ms: float = 100.0
+    """Speech detections are widened this much each side (the detector's lag at word edges)."""
     min_pause_ms: float = 180.0
     """Shorter gaps in speech are bridged; longer ones close the mouth."""
     close_ramp_ms: float = 100.0
@@ -158,6 +172,16 @@ def _jaw_curve(
     return ndimage.gaussian_filter1d(np.clip(jaw, 0.0, 1.0), sigma, mode="nearest")
 
 
+def _speech(audio: Audio, config: Audio2MotionConfig) -> np.ndarray | None:
+    """bool [K] on the analysis grid where the speech detector hears a voice; None when it is turned off."""
+    if config.speech_threshold <= 0:
+        return None
+    times = analysis_times(len(audio.samples), audio.rate)
+    return speech_mask(
+        audio.samples, audio.rate, times, config.speech_threshold, config.speech_hangover_ms / 1000.0
+    )
+
+
 def analyse_speech(audio: Audio, config: Audio2MotionConfig | None = None) -> AudioFeatures:
     """Loudness and voice activity of ``audio`` as the motion stage sees them."""
     config = config or Audio2MotionConfig()
@@ -166,18 +190,26 @@ def analyse_speech(audio: Audio, config: Audio2MotionConfig | None = None) -> Au
         off_db=max(1.0, config.silence_threshold_db - 4.0),
         min_pause_s=config.min_pause_ms / 1000.0,
     )
-    return analyse_audio(audio.samples, audio.rate, config.envelope_window_ms / 1000.0, vad)
+    window_s = config.envelope_window_ms / 1000.0
+    return analyse_audio(audio.samples, audio.rate, window_s, vad, speech=_speech(audio, config))
 
 
 def require_speech(audio: Audio, name: str, config: Audio2MotionConfig | None = None) -> None:
-    """Raise :class:`InputError` when ``audio`` holds no voice activity (a face would never move)."""
+    """Raise :class:`InputError` when ``audio`` holds no speech (silence, noise, music, a tone)."""
     config = config or Audio2MotionConfig()
-    if not analyse_speech(audio, config).voiced.any():
+    if analyse_speech(audio, config).voiced.any():
+        return
+    detector_on = config.speech_threshold > 0
+    if detector_on and speech_seconds(audio.samples, audio.rate, config.speech_threshold) == 0:
         raise InputError(
-            f"no speech found in {name}: its level never rises {config.silence_threshold_db:g} dB over its "
-            "own noise floor",
-            "give a clip with speech in it (or lower motion.silence_threshold_db for very quiet speech)",
+            f"{name} holds no speech (it sounds like silence, noise, music or a tone)",
+            "give a clip with speech in it",
         )
+    raise InputError(
+        f"no speech found in {name}: its level never rises {config.silence_threshold_db:g} dB over its "
+        "own noise floor",
+        "give a clip with speech in it (or lower motion.silence_threshold_db for very quiet speech)",
+    )
 
 
 def audio_to_motion(

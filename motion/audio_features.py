@@ -1,6 +1,8 @@
 """Language-independent speech features: loudness envelope, voice activity and syllable nuclei.
 
-Everything here works on any voice in any language: it looks at the energy of the speech band only.
+Everything here works on any voice in any language: it looks at the energy of the speech band only. Voice
+activity can be narrowed to where a speech detector hears a voice (``motion.voice_activity``), which energy
+alone cannot tell from a tone, music or noise.
 Features are computed on an analysis grid of ``ANALYSIS_RATE`` frames per second (10 ms hop) and then
 resampled to video frames with :func:`to_frames`. Video frame ``i`` is taken to show the instant
 ``(i + 0.5) / fps``, the middle of the interval it is on screen.
@@ -74,6 +76,13 @@ def to_frames(times: np.ndarray, values: np.ndarray, num_frames: int, fps: float
     return np.interp(frame_times(num_frames, fps), times, values).astype(np.float32)
 
 
+def analysis_times(num_samples: int, rate: int, hop_s: float = 1.0 / ANALYSIS_RATE) -> np.ndarray:
+    """float64 [K]: centres (s) of the analysis windows over ``num_samples`` samples, one every ``hop_s``."""
+    hop = rate * hop_s
+    num = max(1, int(np.ceil(num_samples / hop)))
+    return np.round((np.arange(num) + 0.5) * hop) / rate
+
+
 def band_energy(
     samples: np.ndarray,
     rate: int,
@@ -98,10 +107,8 @@ def band_energy(
     if len(x) > 30:
         sos = signal.butter(4, [band_hz[0], high], btype="bandpass", fs=rate, output="sos")
         x = signal.sosfiltfilt(sos, x, padlen=min(len(x) - 1, 3 * 13))
-    hop = rate * hop_s
     half = max(1, round(rate * window_s / 2))
-    num = max(1, int(np.ceil(len(x) / hop)))
-    centres = np.round((np.arange(num) + 0.5) * hop).astype(np.int64)
+    centres = np.round(analysis_times(len(x), rate, hop_s) * rate).astype(np.int64)
     csum = np.concatenate([[0.0], np.cumsum(x * x)])
     lo = np.clip(centres - half, 0, len(x))
     hi = np.clip(centres + half, 0, len(x))
@@ -162,7 +169,13 @@ def voice_activity(level_db: np.ndarray, floor_db: np.ndarray, rate: float, para
     for start, stop in _runs(~voiced):
         if start > 0 and stop < len(voiced) and stop - start < min_pause:
             voiced[start:stop] = True
-    min_speech = round(params.min_speech_s * rate)
+    return drop_short_bursts(voiced, rate, params.min_speech_s)
+
+
+def drop_short_bursts(voiced: np.ndarray, rate: float, min_speech_s: float) -> np.ndarray:
+    """bool [K]: ``voiced`` without its runs shorter than ``min_speech_s`` (clicks, pops)."""
+    voiced = voiced.copy()
+    min_speech = round(min_speech_s * rate)
     for start, stop in _runs(voiced):
         if stop - start < min_speech:
             voiced[start:stop] = False
@@ -224,6 +237,7 @@ def analyse_audio(
     window_s: float = 0.025,
     vad: VadParams | None = None,
     normalise_percentile: float = 95.0,
+    speech: np.ndarray | None = None,
 ) -> AudioFeatures:
     """Compute :class:`AudioFeatures` for one clip.
 
@@ -233,12 +247,17 @@ def analyse_audio(
         window_s: RMS window length.
         vad: voice-activity settings (defaults when None).
         normalise_percentile: percentile of the voiced envelope that maps to 1.
+        speech: bool [K] on the analysis grid (:func:`analysis_times`), where a speech detector hears a
+            voice (``motion.voice_activity``); voice activity is kept only there, so that tones, music and
+            noise loud enough to pass the energy test still count as silence. None: energy alone.
     """
     vad = vad or VadParams()
     times, energy = band_energy(samples, rate, window_s=window_s)
     level_db = 10.0 * np.log10(energy + _EPS_ENERGY)
     floor_db = noise_floor(level_db, ANALYSIS_RATE, vad.floor_window_s)
     voiced = voice_activity(level_db, floor_db, ANALYSIS_RATE, vad)
+    if speech is not None:
+        voiced = drop_short_bursts(voiced & speech, ANALYSIS_RATE, vad.min_speech_s)
 
     # Subtract the noise energy so that the envelope falls to ~0 between syllables even over hiss.
     noise_energy = 10.0 ** (floor_db / 10.0)

@@ -15,7 +15,7 @@ from pathlib import Path
 
 from common.config import save_config
 from motion.audio import load_audio
-from motion.audio2motion import Audio2MotionConfig, audio_to_motion
+from motion.audio2motion import Audio2MotionConfig, audio_to_motion, require_speech
 from motion.face_model import FaceModel
 from motion.sequence import MotionSequence
 from motion.tracker import make_tracker, track_portrait
@@ -102,6 +102,7 @@ def generate(
 
     out = check_output_path(out, ".mp4")
     speech = load_audio(audio, max_seconds=config.max_seconds)
+    require_speech(speech, str(audio), config.motion)
     photo = load_image(image)
     lap("load")
 
