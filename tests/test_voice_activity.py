@@ -151,6 +151,26 @@ def test_mouth_stays_shut_through_music_and_noise_around_speech(demo):
     assert alone.coefficient("jaw_open")[music_frames].max() > 0.1
 
 
+def test_mouth_stays_shut_through_a_breath_in_a_pause(demo):
+    # An in-breath: noise in 400-2500 Hz swelling and fading over 0.45 s, 10 dB under the speech, placed
+    # in the demo's mid-sentence pause (4.75-5.9 s). The detector scores it 0.33 at most.
+    from scipy import signal
+
+    n = int(0.45 * RATE)
+    band = signal.butter(2, [400, 2500], "bandpass", fs=RATE, output="sos")
+    hiss = signal.sosfilt(band, np.random.default_rng(3).standard_normal(n))
+    samples = demo.copy()
+    breath = _at_level(hiss * np.sin(np.pi * np.arange(n) / n) ** 2, -30.0)
+    samples[int(5.1 * RATE) : int(5.1 * RATE) + n] += breath
+    fps = 25.0
+    t = (np.arange(round(len(samples) / RATE * fps)) + 0.5) / fps
+    pause = (t > 4.95) & (t < 5.7)
+    motion = audio_to_motion(Audio(samples, RATE), fps)
+    assert np.all(motion.expression[pause][:, MOUTH_COLS] == 0.0)
+    alone = audio_to_motion(Audio(samples, RATE), fps, config=ENERGY_ALONE)
+    assert alone.coefficient("jaw_open")[pause].max() > 0.1  # the energy detector opens the mouth on it
+
+
 def test_generate_refuses_a_tone_with_one_line_and_writes_nothing(tmp_path, portrait_path, capsys):
     from pipeline.cli import main
     from pipeline.prepare import write_wav
