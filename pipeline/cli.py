@@ -223,6 +223,7 @@ def _check_train_out(out: Path, workspaces: list[Path]) -> None:
 def _check_render(args: argparse.Namespace, config) -> None:
     """Before any work: the input files what they must be, and no output over an input."""
     from pipeline.checks import check_input_file, check_motion_file, check_range, check_writes_spare_reads
+    from pipeline.identity_render import parse_background
     from pipeline.oneshot import output_paths
 
     check_input_file(args.audio, "--audio")
@@ -234,6 +235,7 @@ def _check_render(args: argparse.Namespace, config) -> None:
             )
         check_motion_file(config.poses)
     check_range(config.resolution, "--set resolution", 0, 4096)
+    parse_background(config.background)  # a colour that does not parse or an image that does not read
     reads = [args.audio, *_files_given(args.transcript, config.poses, config.background)]
     reads += _files_given(_config_file(args.config))
     check_writes_spare_reads(reads, output_paths(args.out))

@@ -194,6 +194,17 @@ def test_render_poses_checked_before_work(inputs, capfd, poses, fragment, monkey
     assert_one_error_line(refused(argv, inputs, capfd), fragment)
 
 
+@pytest.mark.parametrize(
+    "background, fragment",
+    [("missing.png", "neither a colour nor an image file"), ("junk.npz", "cannot read the background image")],
+)
+def test_render_background_checked_before_work(inputs, capfd, background, fragment, monkeypatch):
+    monkeypatch.chdir(inputs)
+    argv = ["render", "--identity", "nobody", "--workspace", "ws", "--audio", "speech.flac",
+            "--background", background, "--out", "out.mp4", "-q"]  # fmt: skip
+    assert_one_error_line(refused(argv, inputs, capfd), fragment)
+
+
 def test_render_output_over_its_audio_is_refused(inputs, capfd):
     argv = ["render", "--identity", "nobody", "--workspace", str(inputs / "ws"),
             "--audio", str(inputs / "clip.mp4"), "--out", str(inputs / "link.mp4"), "-q"]  # fmt: skip
