@@ -18,6 +18,7 @@ import re
 import shutil
 import tempfile
 from collections.abc import Iterator
+from glob import escape as glob_escape
 from pathlib import Path
 from typing import Any
 
@@ -82,6 +83,15 @@ def remove_stale_temporaries(folder: str | os.PathLike, temp_dirs: bool = False)
     return removed
 
 
+def _remove_dead_siblings(path: Path) -> None:
+    """Remove the temporaries of ``path`` itself that runs killed outright left (their process is gone)."""
+    for entry in path.parent.glob(f".{glob_escape(path.stem)}.*.tmp*{glob_escape(path.suffix)}"):
+        match = _SIBLING_TEMP.match(entry.name)
+        if match and int(match.group(1)) != os.getpid() and not process_alive(int(match.group(1))):
+            with contextlib.suppress(OSError):
+                entry.unlink()
+
+
 @contextlib.contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path next to ``path``; on success it is renamed to ``path``, on error removed.
@@ -91,6 +101,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_name(path)
+    _remove_dead_siblings(path)
     try:
         yield tmp
         os.replace(tmp, path)

@@ -343,3 +343,36 @@ def test_sigkill_leftovers_are_removed_by_the_next_run(inputs, tmp_path):
     assert out.is_file()
     assert _temporaries(out_dir) == []
     assert _temp_dirs(proc.pid) == []
+
+
+def _dead_pid() -> int:
+    """The id of a process that has exited (and been reaped)."""
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    child.wait()
+    return child.pid
+
+
+def test_atomic_write_removes_what_a_killed_writer_left(tmp_path):
+    from common.files import write_json
+
+    dead, alive = _dead_pid(), os.getppid()
+    stale = tmp_path / f".state.{dead}.tmp.json"
+    busy = tmp_path / f".state.{alive}.tmp.json"  # another run writing the same file right now
+    stale.write_text("{half")
+    busy.write_text("{half")
+    write_json(tmp_path / "state.json", {"step": 3})
+    assert not stale.exists() and busy.exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == [busy.name, "state.json"]
+
+
+def test_stale_temporaries_of_dead_processes_only(tmp_path):
+    from common.files import remove_stale_temporaries
+
+    dead, alive = _dead_pid(), os.getppid()
+    names = [f".talk.{dead}.tmp.mp4", f".talk.{dead}.tmp.video.mp4", f".talk.{alive}.tmp.mp4", "talk.mp4",
+             f"notes.{dead}.tmp.txt"]  # fmt: skip
+    for name in names:
+        (tmp_path / name).write_text("x")
+    removed = remove_stale_temporaries(tmp_path)
+    assert sorted(p.name for p in removed) == sorted(names[:2])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names[2:])
