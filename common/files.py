@@ -72,6 +72,8 @@ def remove_stale_temporaries(folder: str | os.PathLike, temp_dirs: bool = False)
             match = pattern.match(entry.name)
             if match is None or int(match.group(1)) == os.getpid() or process_alive(int(match.group(1))):
                 continue
+            if place != Path(folder) and (entry.is_symlink() or not entry.is_dir()):
+                continue  # in the shared temp directory only this program's folders are taken
             try:
                 if entry.is_dir() and not entry.is_symlink():
                     shutil.rmtree(entry)
