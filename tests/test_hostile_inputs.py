@@ -211,6 +211,26 @@ def test_render_output_over_its_audio_is_refused(inputs, capfd):
     assert_one_error_line(refused(argv, inputs, capfd), "would destroy the input")
 
 
+@pytest.mark.parametrize(
+    "out, fragment",
+    [
+        ("speech.flac", "is a file, not a folder"),  # found only when the trained model is saved
+        ("ws", "over the workspace"),
+        ("ws/andrew", "over the workspace"),
+    ],
+)
+def test_train_out_checked_before_work(inputs, capfd, out, fragment, monkeypatch):
+    import json
+
+    from pipeline.workspace import SCHEMA_VERSION
+
+    monkeypatch.chdir(inputs)
+    (inputs / "ws" / "andrew").mkdir(parents=True)
+    (inputs / "ws" / "andrew" / "identity.json").write_text(json.dumps({"schema_version": SCHEMA_VERSION}))
+    argv = ["train", "--identity", "andrew", "--workspace", "ws", "--preset", "tiny", "--out", out, "-q"]
+    assert_one_error_line(refused(argv, inputs, capfd), fragment)
+
+
 def test_eval_max_frames_out_of_range(inputs, capfd):
     argv = ["eval", "--identity", "nobody", "--workspace", str(inputs / "ws"), "--max-frames", "0", "-q"]
     assert_one_error_line(refused(argv, inputs, capfd), "--max-frames 0 is out of range")
