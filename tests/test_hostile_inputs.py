@@ -214,7 +214,7 @@ def test_render_output_over_its_audio_is_refused(inputs, capfd):
 @pytest.mark.parametrize(
     "out, fragment",
     [
-        ("speech.flac", "is a file, not a folder"),  # found only when the trained model is saved
+        ("speech.flac", "is a file, not a folder"),  # was FileExistsError from mkdir as training began
         ("ws", "over the workspace"),
         ("ws/andrew", "over the workspace"),
     ],
