@@ -55,10 +55,13 @@ def process_alive(pid: int) -> bool:
     return True
 
 
-def remove_stale_temporaries(folder: str | os.PathLike, temp_dirs: bool = False) -> list[Path]:
-    """Remove the temporaries left in ``folder`` by killed runs (and, with ``temp_dirs``, their folders in
-    the temp directory): those named as :func:`temp_name` and :func:`make_temp_dir` name them whose process
-    is no longer alive. A live process's files are never touched. Returns what was removed."""
+def remove_stale_temporaries(
+    folder: str | os.PathLike, suffix: str = "", temp_dirs: bool = False
+) -> list[Path]:
+    """Remove the temporaries left in ``folder`` by killed runs (those ending in ``suffix``; and, with
+    ``temp_dirs``, their folders in the temp directory): those named as :func:`temp_name` and
+    :func:`make_temp_dir` name them whose process is no longer alive. A live process's files are never
+    touched. Returns what was removed."""
     removed: list[Path] = []
     places = [(Path(folder), _SIBLING_TEMP)]
     if temp_dirs:
@@ -71,6 +74,8 @@ def remove_stale_temporaries(folder: str | os.PathLike, temp_dirs: bool = False)
         for entry in entries:
             match = pattern.match(entry.name)
             if match is None or int(match.group(1)) == os.getpid() or process_alive(int(match.group(1))):
+                continue
+            if place == Path(folder) and not entry.name.endswith(suffix):
                 continue
             if place != Path(folder) and (entry.is_symlink() or not entry.is_dir()):
                 continue  # in the shared temp directory only this program's folders are taken

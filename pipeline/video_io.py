@@ -11,6 +11,7 @@ import os
 import re
 import shutil
 import subprocess
+import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -158,12 +159,13 @@ class VideoWriter:
                 raise ValueError("audio has no samples")
             self._audio = Audio(np.clip(np.nan_to_num(samples), -1.0, 1.0), int(audio.rate))
         # what runs killed outright left here and in the temp directory goes first
-        for stale in remove_stale_temporaries(self.path.parent, temp_dirs=True):
+        for stale in remove_stale_temporaries(self.path.parent, ".mp4", temp_dirs=True):
             log.info("removed %s, left by a run that was killed", stale)
-        self._tmp = temp_name(self.path)
+        unique = uuid.uuid4().hex[:8]  # two writers of one process never share a temporary
+        self._tmp = temp_name(self.path, unique)
         # with audio, frames stream into a video-only file first; close() muxes the audio in, cut or padded
         # to the video's exact length (ffmpeg's -shortest is off by up to an audio frame)
-        self._video_tmp = temp_name(self.path, "video") if self._audio is not None else self._tmp
+        self._video_tmp = temp_name(self.path, f"{unique}.video") if self._audio is not None else self._tmp
         self._workdir = make_temp_dir("video")
         self._log = self._workdir / "ffmpeg.log"
         cmd = [
