@@ -84,6 +84,15 @@ def _set_path(data: dict[str, Any], dotted: str, value: Any) -> None:
     data[keys[-1]] = value
 
 
+def _yaml_problem(exc: yaml.YAMLError) -> str:
+    """PyYAML's several-line report as one phrase: the line and column (1-based) and what is wrong."""
+    mark = getattr(exc, "problem_mark", None)
+    problem = getattr(exc, "problem", None) or str(exc).splitlines()[0]
+    if mark is None:
+        return problem
+    return f"line {mark.line + 1}, column {mark.column + 1}: {problem}"
+
+
 def load_config(cls: type[T], path: str | os.PathLike | None = None, overrides: list[str] | None = None) -> T:
     """Defaults of ``cls``, updated by the YAML file at ``path``, then by ``key.sub=value`` overrides."""
     data: dict[str, Any] = {}
@@ -96,14 +105,22 @@ def load_config(cls: type[T], path: str | os.PathLike | None = None, overrides: 
         try:
             data = yaml.safe_load(path.read_text()) or {}
         except yaml.YAMLError as exc:
-            raise InputError(f"config {path} is not valid YAML ({exc})", "fix the file") from exc
+            problem = _yaml_problem(exc)
+            raise InputError(f"config {path} is not valid YAML ({problem})", "fix the file") from exc
         if not isinstance(data, dict):
             raise InputError(f"config {path} must hold a mapping", "fix the file")
     for item in overrides or []:
         if "=" not in item:
             raise InputError(f"override {item!r} is not key=value", "write it as --set motion.jaw_gain=1.2")
         key, raw = item.split("=", 1)
-        _set_path(data, key.strip(), yaml.safe_load(raw))
+        try:
+            value = yaml.safe_load(raw)
+        except yaml.YAMLError as exc:
+            raise InputError(
+                f"override {item!r} has a value YAML cannot read ({_yaml_problem(exc)})",
+                "give a plain value (a number, true or false, a word) or quote it as YAML text",
+            ) from exc
+        _set_path(data, key.strip(), value)
     return from_dict(cls, data)
 
 

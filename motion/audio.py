@@ -48,9 +48,11 @@ def load_audio(path: str | os.PathLike, max_seconds: float = 600.0) -> Audio:
     ]  # fmt: skip
     proc = subprocess.run(cmd, capture_output=True)
     if proc.returncode != 0:
-        reason = proc.stderr.decode(errors="replace").strip().splitlines()
+        text = proc.stderr.decode(errors="replace")
+        reason = text.strip().splitlines()
         detail = reason[-1] if reason else "ffmpeg could not decode it"
-        if "matches no streams" in detail or "Stream map" in detail:
+        # ffmpeg says so on an earlier line; its last one is "Error opening output files: Invalid argument"
+        if "matches no streams" in text or "Stream map" in text:
             raise InputError(
                 f"{path} has no audio stream",
                 "give a speech file (wav, flac, mp3, m4a) or a video with sound",
@@ -66,7 +68,7 @@ def load_audio(path: str | os.PathLike, max_seconds: float = 600.0) -> Audio:
     if duration > max_seconds:
         raise InputError(
             f"audio in {path} is {duration:.0f} s long, over the {max_seconds:.0f} s limit",
-            "split it into shorter clips or raise the limit with --max-seconds",
+            f"split it into shorter clips or raise the limit with --set max_seconds={duration:.0f}",
         )
     if not np.isfinite(samples).all():
         raise InputError(f"audio in {path} holds invalid samples", "re-export it as a plain wav")

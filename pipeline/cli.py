@@ -3,15 +3,44 @@
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
 import logging
 import os
+import signal
 import sys
+import threading
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 from common.errors import UserError
 from renderers import registry
+
+# Exit status of a run stopped by SIGTERM (128 + the signal's number, as shells report it).
+TERMINATED = 128 + signal.SIGTERM
+
+
+class Terminated(KeyboardInterrupt):
+    """SIGTERM (``timeout``, systemd, cluster schedulers) unwinds the run exactly as Ctrl-C does, so every
+    ``finally`` and ``except BaseException`` that removes a temporary file runs."""
+
+
+def _terminate(signum, frame) -> None:
+    raise Terminated()
+
+
+def _files_given(*values: str | None) -> list[str]:
+    """The values that name existing files (a ``--transcript`` may be text, a ``--config`` a preset name)."""
+    return [v for v in values if v and os.path.isfile(v)]
+
+
+def _config_file(name: str | None) -> str | None:
+    from common.config import CONFIG_DIR
+
+    if not name:
+        return None
+    return name if os.path.isfile(name) else str(CONFIG_DIR / name)
 
 
 def _add_config_args(parser: argparse.ArgumentParser) -> None:
@@ -48,10 +77,24 @@ def _generate_config(args: argparse.Namespace):
     return _config_from_args(GenerateConfig, args, ("size", "fps", "tracker", "renderer", "checkpoint"))
 
 
+def _check_generate(args: argparse.Namespace, config) -> None:
+    """Before any work: the settings in range and no output over an input."""
+    from pipeline.checks import check_fps, check_input_file, check_size, check_writes_spare_reads
+    from pipeline.oneshot import output_paths
+
+    check_size(config.size)
+    check_fps(config.fps)
+    check_input_file(args.image, "--image")
+    check_input_file(args.audio, "--audio")
+    reads = [args.image, args.audio, *_files_given(args.transcript, _config_file(args.config))]
+    check_writes_spare_reads(reads, output_paths(args.out, save_motion=args.save_motion))
+
+
 def _run_generate(args: argparse.Namespace) -> int:
     from pipeline.oneshot import generate
 
     config = _generate_config(args)
+    _check_generate(args, config)
     transcript = args.transcript
     if transcript and os.path.isfile(transcript):
         transcript = Path(transcript).read_text()
@@ -84,8 +127,12 @@ def _run_demo(args: argparse.Namespace) -> int:
 
 def _run_bench(args: argparse.Namespace) -> int:
     from pipeline.bench.oneshot import bench_oneshot
+    from pipeline.checks import check_fps, check_size, check_writes_spare_reads
 
     config = _generate_config(args)
+    check_size(config.size)
+    check_fps(config.fps)
+    check_writes_spare_reads([args.image, args.audio], [args.out])
     bench_oneshot(config, image=args.image, audio=args.audio, repeats=args.repeats, out=args.out)
     return 0
 
@@ -97,15 +144,26 @@ def _prepare_config(args: argparse.Namespace):
 
 
 def _run_prepare(args: argparse.Namespace) -> int:
+    from pipeline.checks import check_fps, check_input_file, check_size, check_writes_spare_reads
     from pipeline.prepare import prepare
     from pipeline.prepare_report import format_summary
+    from pipeline.workspace import identity_dir
 
+    config = _prepare_config(args)
+    check_size(config.size)
+    check_fps(config.fps)
+    check_input_file(args.video, "VIDEO")
+    if args.audio:
+        check_input_file(args.audio, "--audio")
+    # --force empties the identity's folder: an input inside it would go with it
+    folder = identity_dir(args.identity, args.workspace) if args.force else None
+    check_writes_spare_reads([args.video, args.audio, _config_file(args.config)], [], [folder])
     start = time.perf_counter()
     ws = prepare(
         args.video,
         args.identity,
         args.workspace,
-        _prepare_config(args),
+        config,
         audio=args.audio,
         force=args.force,
         progress=not args.quiet,
@@ -139,6 +197,7 @@ def _run_train(args: argparse.Namespace) -> int:
     preset = args.config or f"{args.renderer}_{args.preset}.yaml"
     config = _config_from_args(Config, argparse.Namespace(config=preset, set=args.set), ())
     out = Path(args.out) if args.out else people[0].renderer_dir(args.renderer)
+    _check_train_out(out, [ws.path for ws in people])
     start = time.perf_counter()
     train(people if len(people) > 1 else people[0], out, config, progress=not args.quiet)
     names = ", ".join(ws.path.name for ws in people)
@@ -146,10 +205,47 @@ def _run_train(args: argparse.Namespace) -> int:
     return 0
 
 
+def _check_train_out(out: Path, workspaces: list[Path]) -> None:
+    """The checkpoint folder is a folder, and neither an identity's folder nor one holding it."""
+    from pipeline.checks import check_output_folder
+
+    check_output_folder(out)
+    target = out.expanduser().resolve()
+    for ws in workspaces:
+        ws = ws.resolve()
+        if target == ws or target in ws.parents:
+            raise UserError(
+                f"--out {out} would put the checkpoint over the workspace {ws}",
+                "leave --out out (the identity's renderers folder) or choose a folder outside it",
+            )
+
+
+def _check_render(args: argparse.Namespace, config) -> None:
+    """Before any work: the input files what they must be, and no output over an input."""
+    from pipeline.checks import check_input_file, check_motion_file, check_range, check_writes_spare_reads
+    from pipeline.identity_render import parse_background
+    from pipeline.oneshot import output_paths
+
+    check_input_file(args.audio, "--audio")
+    if config.poses not in ("footage", "static"):
+        if not config.poses.endswith(".npz"):
+            raise UserError(
+                f"--poses {config.poses!r} is neither footage, static nor a .npz motion file",
+                "use --poses footage, static or the path of a MotionSequence .npz",
+            )
+        check_motion_file(config.poses)
+    check_range(config.resolution, "--set resolution", 0, 4096)
+    parse_background(config.background)  # a colour that does not parse or an image that does not read
+    reads = [args.audio, *_files_given(args.transcript, config.poses, config.background)]
+    reads += _files_given(_config_file(args.config))
+    check_writes_spare_reads(reads, output_paths(args.out))
+
+
 def _run_render(args: argparse.Namespace) -> int:
     from pipeline.identity_render import IdentityRenderConfig, render_identity
 
     config = _config_from_args(IdentityRenderConfig, args, ("renderer", "poses", "background"))
+    _check_render(args, config)
     transcript = args.transcript
     if transcript and os.path.isfile(transcript):
         transcript = Path(transcript).read_text()
@@ -168,9 +264,13 @@ def _run_render(args: argparse.Namespace) -> int:
 
 
 def _run_eval(args: argparse.Namespace) -> int:
+    from pipeline.checks import check_output_folder, check_range
     from pipeline.evaluate import EvalConfig, evaluate_identity, format_report
 
     config = _config_from_args(EvalConfig, args, ("renderer", "max_frames"))
+    check_range(config.max_frames, "--max-frames", 1, 1_000_000)
+    if args.out:
+        check_output_folder(args.out)
     report = evaluate_identity(
         args.identity, args.workspace, on=args.on, config=config, out=args.out, progress=not args.quiet
     )
@@ -397,11 +497,68 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+class _StderrHandler(logging.StreamHandler):
+    """Log records to whatever ``sys.stderr`` is when each is written (it changes while C++ library
+    logs are hidden)."""
+
+    @property
+    def stream(self):
+        return sys.stderr
+
+    @stream.setter
+    def stream(self, value) -> None:
+        pass
+
+
+@contextlib.contextmanager
+def _library_logs_hidden() -> Iterator[None]:
+    """Keep the C++ log lines of mediapipe, absl and TensorFlow Lite off the terminal.
+
+    They go straight to file descriptor 2 (absl ignores GLOG_minloglevel), so that descriptor is pointed
+    at the null device while this program's own messages (errors, warnings, progress) keep going to the
+    terminal through ``sys.stderr``, now on a copy of the original descriptor. Only done when ``sys.stderr``
+    is the process's own (not when a caller captured it).
+    """
+    try:
+        own = sys.stderr is sys.__stderr__ and sys.stderr.fileno() == 2
+    except (AttributeError, OSError, ValueError):
+        own = False
+    if not own:
+        yield
+        return
+    previous = sys.stderr
+    previous.flush()
+    terminal = os.dup(2)
+    null = os.open(os.devnull, os.O_WRONLY)
+    os.dup2(null, 2)
+    os.close(null)
+    sys.stderr = os.fdopen(terminal, "w", buffering=1, encoding=previous.encoding, errors="backslashreplace")
+    try:
+        yield
+    finally:
+        sys.stderr.flush()
+        os.dup2(terminal, 2)
+        sys.stderr.close()
+        sys.stderr = previous
+
+
 def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
+    if args.verbose:
+        return _main(args)
+    with _library_logs_hidden():
+        return _main(args)
+
+
+def _main(args: argparse.Namespace) -> int:
     logging.basicConfig(
-        level=logging.DEBUG if args.verbose else logging.WARNING, format="%(levelname)s: %(message)s"
+        level=logging.DEBUG if args.verbose else logging.WARNING,
+        format="%(levelname)s: %(message)s",
+        handlers=[_StderrHandler()],
     )
+    # signal handlers can only be set from the main thread (main() called from another one keeps its own)
+    in_main = threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _terminate) if in_main else None
     try:
         return args.func(args)
     except UserError as err:
@@ -409,9 +566,15 @@ def main(argv: list[str] | None = None) -> int:
             raise
         print(f"error: {err.message}", file=sys.stderr)
         return err.exit_code
+    except Terminated:
+        print("terminated; nothing half-written was kept", file=sys.stderr)
+        return TERMINATED
     except KeyboardInterrupt:
         print("interrupted; nothing half-written was kept", file=sys.stderr)
         return 130
+    finally:
+        if in_main:
+            signal.signal(signal.SIGTERM, previous)
 
 
 if __name__ == "__main__":

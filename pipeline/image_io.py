@@ -69,7 +69,7 @@ def load_image(path: str | os.PathLike, *, max_side: int = 4096) -> np.ndarray:
     if min(h, w) < MIN_IMAGE_SIDE:
         raise InputError(
             f"image {path} is too small ({w}x{h} px)",
-            "give a photo at least 256 px on its shorter side",
+            f"give a photo at least {MIN_IMAGE_SIDE} px on its shorter side (256 px or more looks better)",
         )
     if max(h, w) > max_side:
         scale = max_side / max(h, w)

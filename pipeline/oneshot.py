@@ -19,6 +19,7 @@ from motion.audio2motion import Audio2MotionConfig, audio_to_motion, require_spe
 from motion.face_model import FaceModel
 from motion.sequence import MotionSequence
 from motion.tracker import make_tracker, track_portrait
+from pipeline.checks import check_fps, check_range, check_size, check_writes_spare_reads
 from pipeline.compositor import Compositor
 from pipeline.framing import frame_square
 from pipeline.image_io import load_image
@@ -85,12 +86,12 @@ def generate(
     :class:`common.errors.UserError` before anything is written.
     """
     config = config or GenerateConfig()
-    if config.size % 2 or config.size < 64:
-        from common.errors import InputError
-
-        raise InputError(
-            f"size {config.size} is not usable", "give an even size of at least 64, e.g. --size 512"
-        )
+    check_size(config.size)
+    check_fps(config.fps)
+    check_range(config.zoom, "--set zoom", 1.0, 10.0)
+    check_range(config.crf, "--set crf", 0, 51)
+    check_range(config.max_seconds, "--set max_seconds", 0.1, 24 * 3600)
+    check_writes_spare_reads([image, audio], output_paths(out, save_motion=save_motion))
     timings: dict[str, float] = {}
     clock = time.perf_counter()
 
@@ -129,10 +130,19 @@ def generate(
             writer.write(compositor.compose(head))
     lap("render")
 
-    config_path = save_config(config, out.with_name(out.stem + ".config.yaml"))
+    _, config_path, motion_path = output_paths(out, save_motion=True)
+    save_config(config, config_path)
     if save_motion:
-        motion.save(out.with_name(out.stem + ".motion.npz"))
+        motion.save(motion_path)
     return GenerateResult(out, config_path, motion, len(motion), speech.duration, timings)
+
+
+def output_paths(out: str | os.PathLike, save_motion: bool = False) -> list[Path]:
+    """What a video job writes for ``out``: the video, ``<name>.config.yaml`` and (with ``save_motion``)
+    ``<name>.motion.npz``."""
+    out = Path(out)
+    paths = [out, out.with_name(out.stem + ".config.yaml")]
+    return [*paths, out.with_name(out.stem + ".motion.npz")] if save_motion else paths
 
 
 def demo_inputs() -> tuple[Path, Path, str]:

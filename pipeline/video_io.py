@@ -11,7 +11,6 @@ import os
 import re
 import shutil
 import subprocess
-import tempfile
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -20,6 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from common.errors import InputError, OutputError
+from common.files import make_temp_dir, remove_stale_temporaries, temp_name
 from motion.audio import Audio, ffmpeg_exe
 
 log = logging.getLogger(__name__)
@@ -158,14 +158,15 @@ class VideoWriter:
             if samples.size == 0:
                 raise ValueError("audio has no samples")
             self._audio = Audio(np.clip(np.nan_to_num(samples), -1.0, 1.0), int(audio.rate))
-        hidden = f".{self.path.stem}.{uuid.uuid4().hex[:8]}"
-        self._tmp = self.path.parent / f"{hidden}.tmp.mp4"
+        # what runs killed outright left here and in the temp directory goes first
+        for stale in remove_stale_temporaries(self.path.parent, ".mp4", temp_dirs=True):
+            log.info("removed %s, left by a run that was killed", stale)
+        unique = uuid.uuid4().hex[:8]  # two writers of one process never share a temporary
+        self._tmp = temp_name(self.path, unique)
         # with audio, frames stream into a video-only file first; close() muxes the audio in, cut or padded
         # to the video's exact length (ffmpeg's -shortest is off by up to an audio frame)
-        self._video_tmp = (
-            self.path.parent / f"{hidden}.video.tmp.mp4" if self._audio is not None else self._tmp
-        )
-        self._workdir = Path(tempfile.mkdtemp(prefix="tp-video-"))
+        self._video_tmp = temp_name(self.path, f"{unique}.video") if self._audio is not None else self._tmp
+        self._workdir = make_temp_dir("video")
         self._log = self._workdir / "ffmpeg.log"
         cmd = [
             exe, "-nostdin", "-hide_banner", "-loglevel", "error", "-y",

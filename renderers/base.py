@@ -105,6 +105,7 @@ def load_renderer(
         focal: the camera to draw with (pixels at the saved image size), for renderers that have one: a
             trained identity evaluated on another clip of the person takes that clip's camera.
     """
+    from safetensors import SafetensorError
     from safetensors.numpy import load_file
 
     directory = Path(directory)
@@ -117,9 +118,10 @@ def load_renderer(
     try:
         saved = json.loads(config_path.read_text())
         tensors = load_file(str(weights_path))
-    except (ValueError, OSError) as exc:
+    except (ValueError, OSError, SafetensorError) as exc:  # SafetensorError is neither of the others
         raise InputError(
-            f"renderer files in {directory} are corrupt ({exc})", "save the renderer again"
+            f"renderer files in {directory} are corrupt ({exc})",
+            "train or save the renderer again (a killed training run resumes with the same command)",
         ) from exc
     if not isinstance(saved, dict) or saved.get("schema_version") != RENDERER_SCHEMA_VERSION:
         version = saved.get("schema_version") if isinstance(saved, dict) else None
@@ -139,7 +141,14 @@ def load_renderer(
     if not isinstance(model, dict):
         raise InputError(f"{config_path} has no model settings", "save the renderer again")
     model = _with_overrides(cls, model, render or {}, focal)
-    return cls.from_saved(from_dict(cls.config_type, model, "model"), tensors)
+    config = from_dict(cls.config_type, model, "model")
+    try:
+        return cls.from_saved(config, tensors)
+    except (KeyError, ValueError, RuntimeError) as exc:  # a tensor missing or of the wrong shape
+        raise InputError(
+            f"the weights in {weights_path} do not fit its {name} config ({str(exc).splitlines()[0][:200]})",
+            "train or save the renderer again",
+        ) from exc
 
 
 def _with_overrides(

@@ -223,7 +223,7 @@ def test_image_errors(tmp_path):
     with pytest.raises(InputError, match="corrupt"):
         load_image(tmp_path / "cut.png")
     cv2.imwrite(str(tmp_path / "tiny.png"), np.zeros((40, 200, 3), np.uint8))
-    with pytest.raises(InputError, match=r"too small.*256 px"):
+    with pytest.raises(InputError, match=r"too small.*at least 64 px"):
         load_image(tmp_path / "tiny.png")
     with pytest.raises(InputError, match="not a file"):
         load_image(tmp_path)
