@@ -164,7 +164,7 @@ def log_mel(
 @contextlib.contextmanager
 def _phone_dictionary() -> Iterator[str]:
     """Path of a temporary pronunciation dictionary whose words are the phones themselves (``AA AA``, ...)."""
-    with tempfile.TemporaryDirectory(prefix="speech-features-") as folder:
+    with tempfile.TemporaryDirectory(prefix=f"tp-speech-{os.getpid()}-") as folder:
         path = os.path.join(folder, "phones.dict")
         with open(path, "w") as f:
             f.writelines(f"{phone} {phone}\n" for phone in PHONES if phone != SILENCE)
@@ -243,7 +243,7 @@ def _lattice_posteriors(decoder, num_bins: int) -> np.ndarray | None:
     lattice = decoder.get_lattice()
     if lattice is None:
         return None
-    with tempfile.TemporaryDirectory(prefix="speech-features-") as folder:
+    with tempfile.TemporaryDirectory(prefix=f"tp-speech-{os.getpid()}-") as folder:
         path = os.path.join(folder, "lattice.slf")
         lattice.write_htk(path)
         with open(path) as f:
