@@ -176,7 +176,9 @@ class Preparer:
                 self.ws.info.get("steps", {}).pop(later, None)
         self.timings[step] = round(time.perf_counter() - t0, 3)
         self.ws.info["timings"] = self.timings
-        self.ws.mark_done(step)
+        done = {**self.ws.info.get("steps", {}), step: {"done": True}}
+        self.ws.info["steps"] = {s: done[s] for s in STEPS if s in done}  # in their order, a redone one too
+        self.ws.save_info()
 
     def run(self) -> Workspace:
         for step in STEPS:

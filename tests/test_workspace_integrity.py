@@ -200,3 +200,22 @@ def test_failed_train_leaves_no_renderer_folder(prepared, tmp_path, renderer):
     with pytest.raises(KeyboardInterrupt):
         train(prepared, out, config, on_step=fail_at_2)
     assert not out.exists() and not out.parent.exists()
+
+
+def test_force_replaces_the_workspace_and_leaves_nothing_aside(prepared, tmp_path):
+    from pipeline.prepare import prepare
+    from tests.conftest import PREPARE_CONFIG
+
+    ws = _copy(prepared, tmp_path)
+    aside = ws.path.with_name(f".{ws.name}.replaced")
+    aside.mkdir()  # what a --force run killed before it finished leaves
+    (aside / IDENTITY_FILE).write_text("{}")
+    assert main([*shlex.split(ws.repair_command())[1:], "-q"]) == 0  # nothing to redo; the leftover goes
+    assert sorted(p.name for p in ws.path.parent.iterdir()) == [ws.name]
+    again = prepare(ws.info["source"]["path"], ws.name, ws.path.parent, PREPARE_CONFIG, force=True)
+    assert sorted(p.name for p in ws.path.parent.iterdir()) == [ws.name]
+    assert again.verify() == [] and list(again.info["steps"]) == list(prepared.info["steps"])
+    timed = "report/summary.json"  # holds the run's timings
+    assert {n: r for n, r in again.recorded().items() if n != timed} == {
+        n: r for n, r in prepared.recorded().items() if n != timed
+    }
