@@ -173,12 +173,13 @@ def write_report(ws: Workspace) -> dict[str, Any]:
 def format_files(ws: Workspace, damage: list[Damage] | None = None) -> list[str]:
     """Lines saying whether the workspace's files are as they were written (``damage``: what
     :meth:`Workspace.verify` found; checked here when None)."""
-    if not ws.checksums_recorded:
-        return ["files        not recorded (prepared before checksums were kept; prepare --force adds them)"]
     damage = ws.verify() if damage is None else damage
+    if not ws.checksums_recorded and not damage:
+        return ["files        not recorded (prepared before checksums were kept; prepare --force adds them)"]
     if not damage:
         return [f"files        all {len(ws.recorded())} as written (sizes and SHA-256 checksums match)"]
-    lines = [f"files        {len(damage)} of {len(ws.recorded())} DAMAGED:"]
+    total = f" of {len(ws.recorded())}" if ws.checksums_recorded else ""
+    lines = [f"files        {len(damage)}{total} DAMAGED:"]
     lines += [f"             {d.name}: {d.problem}" for d in damage]
     lines.append(f"repair       {ws.repair_command()}")
     return lines

@@ -284,7 +284,10 @@ class Workspace:
 
     def verify(self) -> list[Damage]:
         """The recorded files that are missing or whose size or checksum differs from the record, in name
-        order. A workspace without records (:attr:`checksums_recorded` False) has nothing to check: []."""
+        order. A workspace without records (:attr:`checksums_recorded` False) has its chunks and ``.npz``
+        files checked against the CRCs inside them instead (a truncated or bit-flipped one fails)."""
+        if not self.checksums_recorded:
+            return self._unrecorded_damage()
         damage = []
         for name, want in sorted(self.recorded().items()):
             path = self.path / name
@@ -297,6 +300,30 @@ class Workspace:
             else:
                 continue
             damage.append(Damage(name, want["step"], problem))
+        return damage
+
+    def _unrecorded_damage(self) -> list[Damage]:
+        expected: dict[str, str] = {}
+        if self.step_done("frames"):
+            count = -(-self.num_frames // self.chunk_size)
+            expected |= {self.chunk_path(c).relative_to(self.path).as_posix(): "frames" for c in range(count)}
+        for name, step in (("tracking.npz", "tracking"), ("audio_features.npz", "audio")):
+            if self.step_done(step) and (step != "audio" or self.info.get("audio")):
+                expected[name] = step
+        damage = []
+        for name, step in sorted(expected.items()):
+            path = self.path / name
+            if not path.is_file():
+                damage.append(Damage(name, step, "missing"))
+                continue
+            try:
+                with zipfile.ZipFile(path) as z:
+                    bad = z.testzip()  # reads every member against its CRC
+                problem = None if bad is None else f"{bad} inside it fails its CRC"
+            except (OSError, EOFError, zipfile.BadZipFile) as err:
+                problem = f"not a whole .npz file ({err})"
+            if problem is not None:
+                damage.append(Damage(name, step, problem))
         return damage
 
     def repair_command(self) -> str:

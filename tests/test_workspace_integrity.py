@@ -125,6 +125,19 @@ def test_a_workspace_without_records_still_opens(prepared, tmp_path, capsys):
     assert main(["inspect", str(ws.path)]) == 0
     assert "not recorded" in capsys.readouterr().out
 
+    # without records, chunks and .npz files are still checked against the CRCs inside them
+    _truncate(ws.file("chunks/00002.npz"))
+    _flip_a_byte(ws.file("tracking.npz"))
+    found = [(d.name, d.step) for d in old.verify()]
+    assert found == [("chunks/00002.npz", "frames"), ("tracking.npz", "tracking")]
+    assert main(["inspect", str(ws.path)]) == 2
+    assert "chunks/00002.npz" in _error_line(capsys.readouterr().err)
+    assert main([*shlex.split(old.repair_command())[1:], "-q"]) == 0
+    repaired = Workspace.open(ws.path)
+    assert repaired.verify() == []
+    for name in ("chunks/00002.npz", "tracking.npz"):
+        assert repaired.recorded()[name] == prepared.recorded()[name], name
+
 
 # ---- failed runs leave no stubs -------------------------------------------------------------------
 
