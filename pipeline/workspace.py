@@ -241,6 +241,14 @@ class Workspace:
                 f"version {SCHEMA_VERSION}",
                 "prepare the identity again with --force (or use the talking-portrait version that made it)",
             )
+        files = ws.info.get("files", {})
+        if not isinstance(files, dict) or not all(
+            isinstance(r, dict) and isinstance(r.get("size"), int) and {"sha256", "step"} <= r.keys()
+            for r in files.values()
+        ):
+            raise InputError(
+                f"{info_path} has an unreadable list of files", "prepare the identity again with --force"
+            )
         return ws
 
     def save_info(self) -> None:

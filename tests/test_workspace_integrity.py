@@ -232,3 +232,12 @@ def test_force_replaces_the_workspace_and_leaves_nothing_aside(prepared, tmp_pat
     assert {n: r for n, r in again.recorded().items() if n != timed} == {
         n: r for n, r in prepared.recorded().items() if n != timed
     }
+
+
+def test_a_mangled_list_of_files_is_one_error_line(prepared, tmp_path, capsys):
+    ws = _copy(prepared, tmp_path)
+    info = json.loads(ws.file(IDENTITY_FILE).read_text())
+    info["files"]["tracking.npz"] = {"size": "big"}
+    ws.file(IDENTITY_FILE).write_text(json.dumps(info))
+    assert main(["inspect", str(ws.path)]) == 2
+    assert "unreadable list of files" in _error_line(capsys.readouterr().err)
