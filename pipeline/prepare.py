@@ -613,8 +613,8 @@ def prepare(
     if not 1 <= config.fps <= 120:
         raise InputError(f"--fps {config.fps} is out of range", "use a frame rate between 1 and 120")
     audio_path = Path(audio) if audio is not None else None
-    if audio_path is not None and not audio_path.is_file():
-        raise InputError(f"audio file not found: {audio_path}", "check the --audio path")
+    if audio_path is not None:  # checked before any work: a bad file found at the audio step would cost it
+        load_audio(audio_path, max_seconds=config.max_seconds + 60)
     folder = identity_dir(identity, workspace)
     info = probe_video(video, decode=False)  # the frames step decodes it anyway
     _check_video(info, video, config)

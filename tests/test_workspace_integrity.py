@@ -169,6 +169,20 @@ def test_failed_prepare_leaves_nothing(faceless_clip, tmp_path, capsys):
         assert not root.exists()
 
 
+def test_bad_audio_is_refused_before_any_work(footage, tmp_path, capsys, monkeypatch):
+    import pipeline.prepare as prep
+
+    written = []
+    monkeypatch.setattr(prep, "write_chunk", lambda *a: written.append(a))
+    not_audio = tmp_path / "speech.wav"
+    not_audio.write_text("not audio")
+    root = tmp_path / "identities"
+    args = ["prepare", str(footage.path), "--identity", "x", "--workspace", str(root)]
+    assert main([*args, "--audio", str(not_audio), "-q"]) == 2
+    assert str(not_audio) in _error_line(capsys.readouterr().err)
+    assert written == [] and not root.exists()
+
+
 def _snapshot(folder):
     return {
         p.relative_to(folder).as_posix(): p.read_bytes() for p in sorted(folder.rglob("*")) if p.is_file()
