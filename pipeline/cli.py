@@ -182,7 +182,10 @@ def _run_inspect(args: argparse.Namespace) -> int:
         path = identity_dir(args.identity, path)
     elif not path.exists() and os.sep not in args.workspace:
         path = identity_dir(args.workspace)  # a bare identity name under the default root
-    print(format_summary(Workspace.open(path)))
+    ws = Workspace.open(path)
+    damage = ws.verify()
+    print(format_summary(ws, damage))
+    ws.require_intact(damage)  # damaged: the error line with the repair command, exit status 2
     return 0
 
 
@@ -190,6 +193,8 @@ def _run_train(args: argparse.Namespace) -> int:
     from pipeline.workspace import Workspace, identity_dir
 
     people = [Workspace.open(identity_dir(name, args.workspace)) for name in args.identity]
+    for ws in people:  # before any work: a damaged chunk would otherwise fail deep into training
+        ws.require_intact()
     entry = registry.entry(args.renderer)
     if len(people) > 1 and not entry.several_identities:
         raise UserError(f"a {entry.name} renderer is trained on one identity", "give --identity once")

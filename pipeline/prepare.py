@@ -1,6 +1,8 @@
 """Identity preparation: minutes of footage of one person -> an identity workspace, on a CPU, offline.
 
-Steps (each resumable; a finished step is skipped when prepare runs again):
+Steps (each resumable; a finished step is skipped when prepare runs again, unless a file it wrote is
+damaged: then that step is redone, a chunk alone for a damaged chunk, and the steps that read its output
+are redone when the output came out different):
 
 1. ``crop``: probe the video, find the main face on frames spread over the clip, fix one square crop
    around the head for the whole clip (room for its motion included).
@@ -18,6 +20,7 @@ Steps (each resumable; a finished step is skipped when prepare runs again):
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import logging
 import os
@@ -40,7 +43,16 @@ from motion.clip_fit import ClipFitConfig, fit_clip
 from motion.tracker import FaceLandmarks, MediapipeTracker
 from pipeline.framing import square_around_face
 from pipeline.video_io import VideoInfo, probe_video, read_video_frames
-from pipeline.workspace import Workspace, encode_frame, identity_dir, read_chunk, write_chunk
+from pipeline.workspace import (
+    CONFIG_FILE,
+    IDENTITY_FILE,
+    Workspace,
+    checksum,
+    encode_frame,
+    identity_dir,
+    read_chunk,
+    write_chunk,
+)
 
 log = logging.getLogger(__name__)
 
@@ -81,6 +93,13 @@ class PrepareConfig:
 
 
 STEPS = ("crop", "frames", "tracking", "background", "audio", "split", "report")
+DEPENDENTS = {
+    "frames": ("tracking", "background", "report"),
+    "tracking": ("report",),
+    "background": ("report",),
+    "audio": ("report",),
+}
+"""The steps that read what a step writes: redone when it is redone and its files come out different."""
 _SETTINGS_THAT_MATTER = ("size", "fps", "zoom", "chunk_size", "jpeg_quality")
 
 
@@ -146,11 +165,20 @@ class Preparer:
     def _timed(self, step: str, fn: Callable[[], Any]) -> None:
         if self.ws.step_done(step):
             return
+        before = {name: r["sha256"] for name, r in self.ws.recorded(step).items()}
+        if step != "frames":  # chunks are kept and checked one by one; other steps rewrite all their files
+            self.ws.forget(list(before))
         t0 = time.perf_counter()
         fn()
+        after = {name: r["sha256"] for name, r in self.ws.recorded(step).items()}
+        if after != before:  # what later steps read has changed (or is new): they are redone
+            for later in DEPENDENTS.get(step, ()):
+                self.ws.info.get("steps", {}).pop(later, None)
         self.timings[step] = round(time.perf_counter() - t0, 3)
         self.ws.info["timings"] = self.timings
-        self.ws.mark_done(step)
+        done = {**self.ws.info.get("steps", {}), step: {"done": True}}
+        self.ws.info["steps"] = {s: done[s] for s in STEPS if s in done}  # in their order, a redone one too
+        self.ws.save_info()
 
     def run(self) -> Workspace:
         for step in STEPS:
@@ -219,45 +247,87 @@ class Preparer:
         return ",".join(parts)
 
     # ---- 2. frames ---------------------------------------------------------------------------------
+    def _chunk_name(self, index: int) -> str:
+        return self.ws.chunk_path(index).relative_to(self.ws.path).as_posix()
+
+    def _intact_chunk(self, index: int) -> int | None:
+        """The number of frames of chunk ``index`` when its file is whole and in place, else None.
+
+        A recorded chunk must match its size and checksum; one without a record (a run killed between
+        writing it and recording it, or a workspace from before records) must read back in place, and is
+        recorded then."""
+        path = self.ws.chunk_path(index)
+        if not path.is_file():
+            return None
+        name = self._chunk_name(index)
+        want = self.ws.recorded("frames").get(name)
+        if want is not None and (path.stat().st_size != want["size"] or checksum(path) != want["sha256"]):
+            log.warning("%s is damaged; it is rebuilt", path)
+            return None
+        try:
+            c = read_chunk(path)
+        except InputError:
+            log.warning("discarding unreadable %s; it is rebuilt", path)
+            return None
+        if c.start != index * self.config.chunk_size or len(c) == 0:
+            log.warning("discarding %s: it holds other frames; it is rebuilt", path)
+            return None
+        if want is None:
+            self.ws.record(name, "frames")
+        return len(c)
+
     def _existing_chunks(self) -> tuple[int, bool]:
-        """How many leading chunk files are complete and readable (later or broken ones are removed), and
-        whether the last of them is the clip's final, shorter chunk."""
+        """How many leading chunk files are intact (later or broken ones are removed), and whether the last
+        of them is the clip's final, shorter chunk."""
         self.ws.chunk_dir.mkdir(parents=True, exist_ok=True)
         count = 0
         finished = False
-        while self.ws.chunk_path(count).is_file():
-            try:
-                c = read_chunk(self.ws.chunk_path(count))
-                if c.start != count * self.config.chunk_size or len(c) == 0:
-                    raise InputError("chunk out of place")
-            except InputError:
-                log.warning("discarding unreadable %s; it is rebuilt", self.ws.chunk_path(count))
-                break
+        while (frames := self._intact_chunk(count)) is not None:
             count += 1
-            if len(c) < self.config.chunk_size:  # the clip's last chunk
+            if frames < self.config.chunk_size:  # the clip's last chunk
                 finished = True
                 break
-        for stale in self.ws.chunk_dir.glob("*.npz"):
-            if stale.stem.isdigit() and int(stale.stem) >= count:
-                stale.unlink()
+        self._remove_chunks_from(count)
         return count, finished
 
+    def _remove_chunks_from(self, first: int) -> None:
+        """Remove chunk files ``first`` and later, and their records."""
+        stale = [p for p in self.ws.chunk_dir.glob("*.npz") if p.stem.isdigit() and int(p.stem) >= first]
+        self.ws.forget([n for n in self.ws.recorded("frames") if int(Path(n).stem) >= first])
+        for path in stale:
+            path.unlink()
+
     def _step_frames(self) -> None:
+        cfg = self.config
+        if "num_frames" in self.ws.info:  # written in full before: rebuild only the damaged chunks
+            total = -(-self.ws.num_frames // cfg.chunk_size)
+            self.ws.chunk_dir.mkdir(parents=True, exist_ok=True)
+            self._remove_chunks_from(total)
+            for index in range(total):
+                if self._intact_chunk(index) is None:
+                    self._write_chunks(index, only_one=True)
+            self._finish_frames(total)
+            return
+        done, finished = self._existing_chunks()
+        if not finished:
+            self._write_chunks(done, only_one=False)
+            done = len([p for p in self.ws.chunk_dir.glob("*.npz") if p.stem.isdigit()])
+        self._finish_frames(done)
+
+    def _write_chunks(self, first: int, only_one: bool) -> None:
+        """Decode, track and segment from chunk ``first`` on, writing and recording each chunk: to the end
+        of the clip, or ``only_one`` chunk. The same bytes as an uninterrupted run (see the module)."""
         from pipeline.masks import MaskBuilder, PersonSegmenter, encode_masks
 
         cfg = self.config
-        done, finished = self._existing_chunks()
-        if finished:
-            self._finish_frames(done)
-            return
-        start = done * cfg.chunk_size
+        start = first * cfg.chunk_size
         src = self.ws.info["source"]["video"]
         expected = round(src["num_frames"] / src["fps"] * cfg.fps) if src["fps"] else 0
         tracker = MediapipeTracker(video=True, max_faces=2)
         segmenter = PersonSegmenter()
         builder = MaskBuilder(cfg.size)
         bar = _progress_bar(self.progress, expected, start, "frames")
-        chunk_index = done
+        chunk_index = first
         jpegs: list[bytes] = []
         masks: list[bytes] = []
         marks: list[np.ndarray] = []
@@ -277,6 +347,8 @@ class Preparer:
                 np.array(found),
                 np.array(faces_seen),
             )
+            self.ws.record(self._chunk_name(chunk_index), "frames")
+            self.ws.save_info()  # the chunk is trusted on resume only once its record is written
             for buf in (jpegs, masks, marks, found, faces_seen):
                 buf.clear()
             chunk_index += 1
@@ -291,8 +363,9 @@ class Preparer:
 
         # Segmentation and JPEG encoding run beside the face mesh (both release the GIL): ~35% faster.
         pool = ThreadPoolExecutor(1)
+        decoded = read_video_frames(self.video, filters=self._filters(start))
         try:
-            for rgb in read_video_frames(self.video, filters=self._filters(start)):
+            for rgb in decoded:
                 side_job = pool.submit(segment_and_encode, rgb)
                 faces = tracker.detect(rgb)
                 face = _pick_face(faces, previous, cfg.size)
@@ -308,17 +381,19 @@ class Preparer:
                     bar.update(1)
                 if len(jpegs) == cfg.chunk_size:
                     flush()
+                    if only_one:
+                        break
             if jpegs:
                 flush()
         finally:
+            decoded.close()  # stops ffmpeg when only one chunk was wanted
             pool.shutdown()
             tracker.close()
             segmenter.close()
             if bar is not None:
                 bar.close()
-        if chunk_index == 0:
+        if chunk_index == first:
             raise InputError(f"no frames could be decoded from {self.video}", "check that the video plays")
-        self._finish_frames(chunk_index)
 
     def _finish_frames(self, num_chunks: int) -> None:
         last = read_chunk(self.ws.chunk_path(num_chunks - 1))
@@ -344,6 +419,7 @@ class Preparer:
         fit = fit_clip(landmarks, valid, (cfg.size, cfg.size), cfg.fit)
         fit.found = found
         fit.save(self.ws.file("tracking.npz"))
+        self.ws.record("tracking.npz", "tracking")
         self.ws.info["summary"] = {
             **self.ws.info.get("summary", {}),
             "frames": n,
@@ -369,6 +445,8 @@ class Preparer:
         coverage8 = np.round(np.clip(coverage, 0, 1) * 255).astype(np.uint8)
         write_png(self.ws.file("background_coverage.png"), coverage8)
         write_png(self.ws.file("background.png"), image)
+        for name in ("background_coverage.png", "background.png"):
+            self.ws.record(name, "background")
         self.ws.info["summary"] = {
             **self.ws.info.get("summary", {}),
             "background_coverage": round(plate.coverage_fraction, 4),
@@ -395,6 +473,8 @@ class Preparer:
         write_wav(self.ws.file("audio.wav"), audio)
         features = compute_speech_features(audio, self.config.fps, self.ws.num_frames)
         features.save(self.ws.file("audio_features.npz"))
+        for name in ("audio.wav", "audio_features.npz"):
+            self.ws.record(name, "audio")
         self.ws.info["audio"] = {
             "source": str(source),
             "seconds": round(audio.duration, 3),
@@ -411,9 +491,11 @@ class Preparer:
 
     # ---- 7. report ---------------------------------------------------------------------------------
     def _step_report(self) -> None:
-        from pipeline.prepare_report import write_report
+        from pipeline.prepare_report import REPORT_FILES, write_report
 
         write_report(self.ws)
+        for name in REPORT_FILES:
+            self.ws.record((self.ws.report_dir / name).relative_to(self.ws.path).as_posix(), "report")
 
 
 def _progress_bar(enabled: bool, total: int, initial: int, desc: str):
@@ -531,8 +613,8 @@ def prepare(
     if not 1 <= config.fps <= 120:
         raise InputError(f"--fps {config.fps} is out of range", "use a frame rate between 1 and 120")
     audio_path = Path(audio) if audio is not None else None
-    if audio_path is not None and not audio_path.is_file():
-        raise InputError(f"audio file not found: {audio_path}", "check the --audio path")
+    if audio_path is not None:  # checked before any work: a bad file found at the audio step would cost it
+        load_audio(audio_path, max_seconds=config.max_seconds + 60)
     folder = identity_dir(identity, workspace)
     info = probe_video(video, decode=False)  # the frames step decodes it anyway
     _check_video(info, video, config)
@@ -543,9 +625,63 @@ def prepare(
     }
     settings = {k: getattr(config, k) for k in _SETTINGS_THAT_MATTER}
 
-    if force and folder.exists():
-        shutil.rmtree(folder)
-    if (folder / "identity.json").is_file():
+    replaced = folder.with_name(f".{folder.name}.replaced")
+    if replaced.exists():  # the old workspace of a --force run that was killed: it was to be discarded
+        shutil.rmtree(replaced)
+    if force and folder.exists():  # set aside, not deleted, until the new preparation succeeds
+        folder.rename(replaced)
+    root_existed = folder.parent.is_dir()
+    folder_existed = folder.is_dir()
+    existed = (folder / IDENTITY_FILE).is_file()
+    kept = {
+        name: (folder / name).read_bytes()
+        for name in (IDENTITY_FILE, CONFIG_FILE)
+        if existed and (folder / name).is_file()
+    }
+    try:
+        ws = _open_or_create(folder, identity, source, settings, config, audio_path)
+        if audio_path is None and ws.info.get("audio_override"):  # redoing the audio step uses it again
+            audio_path = Path(ws.info["audio_override"])
+        save_config(config, folder / CONFIG_FILE)
+        for stale in folder.rglob(".*.tmp*"):  # leftovers of a killed run: never trusted
+            stale.unlink()
+        ws.save_info()
+        Preparer(video, ws, config, audio_path, progress, on_chunk).run()
+    except InputError:
+        # Bad input fails the same way every time: leave no stub that asks for --force, and a workspace
+        # that was there as it was (its record and config; the steps write nothing before they fail).
+        if existed:
+            for name, data in kept.items():
+                with atomic_path(folder / name) as tmp:
+                    tmp.write_bytes(data)
+        elif folder_existed:  # a folder of the user's: only what this run wrote goes
+            for name in (IDENTITY_FILE, CONFIG_FILE):
+                (folder / name).unlink(missing_ok=True)
+        else:
+            shutil.rmtree(folder, ignore_errors=True)
+            if not root_existed:
+                with contextlib.suppress(OSError):
+                    folder.parent.rmdir()
+        if replaced.exists():
+            shutil.rmtree(folder, ignore_errors=True)
+            replaced.rename(folder)
+        raise
+    if replaced.exists():
+        shutil.rmtree(replaced)
+    return ws
+
+
+def _open_or_create(
+    folder: Path,
+    identity: str,
+    source: dict[str, Any],
+    settings: dict[str, Any],
+    config: PrepareConfig,
+    audio_path: Path | None,
+) -> Workspace:
+    """The workspace to prepare: the existing one (same source and settings; damaged steps unmarked so
+    that they are redone) or a new one."""
+    if (folder / IDENTITY_FILE).is_file():
         ws = Workspace.open(folder)
         if ws.info.get("source", {}).get("fingerprint") != source["fingerprint"]:
             raise InputError(
@@ -563,10 +699,18 @@ def prepare(
         if ws.info.get("settings", {}).get("holdout") != config.holdout:
             ws.info.setdefault("steps", {}).pop("split", None)
             ws.info["steps"].pop("report", None)
+        for damage in ws.verify():
+            log.warning("%s is damaged (%s); prepare redoes it", damage.name, damage.problem)
+            ws.info.setdefault("steps", {}).pop(damage.step, None)
     else:
         folder.mkdir(parents=True, exist_ok=True)
         ws = Workspace(folder)
-        ws.info = {"identity": identity, "created": time.strftime("%Y-%m-%dT%H:%M:%S"), "source": source}
+        ws.info = {
+            "identity": identity,
+            "created": time.strftime("%Y-%m-%dT%H:%M:%S"),
+            "source": source,
+            "files": {},
+        }
     if audio_path is not None and ws.info.get("audio_override") != str(audio_path.resolve()):
         ws.info.setdefault("steps", {}).pop("audio", None)
         ws.info["audio_override"] = str(audio_path.resolve())
@@ -575,8 +719,4 @@ def prepare(
     ws.info["fps"] = config.fps
     ws.info["chunk_size"] = config.chunk_size
     ws.info["config"] = to_dict(config)
-    save_config(config, folder / "prepare.config.yaml")
-    for stale in folder.rglob(".*.tmp*"):  # leftovers of a killed run: never trusted
-        stale.unlink()
-    ws.save_info()
-    return Preparer(video, ws, config, audio_path, progress, on_chunk).run()
+    return ws

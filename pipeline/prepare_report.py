@@ -17,8 +17,10 @@ import numpy as np
 from common.files import atomic_path, write_json, write_png
 from motion import topology as tp
 from motion.clip_fit import ClipFit, per_frame_pnp
-from pipeline.workspace import Workspace
+from pipeline.workspace import Damage, Workspace
 
+REPORT_FILES = ("contact_sheet.png", "pose.png", "expression.png", "background.png", "summary.json")
+"""What :func:`write_report` writes into ``report/``."""
 LABEL_COLOURS = np.array(
     [[0, 0, 0], [60, 120, 255], [255, 200, 0], [255, 60, 90]], np.float32
 )  # bg/torso/neck/head
@@ -168,12 +170,29 @@ def write_report(ws: Workspace) -> dict[str, Any]:
     return summary
 
 
-def format_summary(ws: Workspace) -> str:
-    """The workspace's summary as lines for a terminal."""
+def format_files(ws: Workspace, damage: list[Damage] | None = None) -> list[str]:
+    """Lines saying whether the workspace's files are as they were written (``damage``: what
+    :meth:`Workspace.verify` found; checked here when None)."""
+    damage = ws.verify() if damage is None else damage
+    if not ws.checksums_recorded and not damage:
+        return ["files        not recorded (prepared before checksums were kept; prepare --force adds them)"]
+    if not damage:
+        return [f"files        all {len(ws.recorded())} as written (sizes and SHA-256 checksums match)"]
+    total = f" of {len(ws.recorded())}" if ws.checksums_recorded else ""
+    lines = [f"files        {len(damage)}{total} DAMAGED:"]
+    lines += [f"             {d.name}: {d.problem}" for d in damage]
+    lines.append(f"repair       {ws.repair_command()}")
+    return lines
+
+
+def format_summary(ws: Workspace, damage: list[Damage] | None = None) -> str:
+    """The workspace's summary as lines for a terminal, its files checked (``damage``: what
+    :meth:`Workspace.verify` found, when it has run already)."""
     s = ws.summary()
     steps = ws.info.get("steps", {})
     lines = [f"identity     {ws.info.get('identity')}  ({ws.path})"]
     lines.append(f"schema       {ws.info.get('schema_version')}; steps done: {', '.join(steps) or 'none'}")
+    lines += format_files(ws, damage)
     if "frames" not in s:
         return "\n".join([*lines, "(preparation has not finished; run prepare again to resume)"])
     src_w, src_h = s["source_size"]

@@ -4,6 +4,7 @@ A checkpoint folder holds the renderer as :meth:`renderers.base.Renderer.save` w
 ``model.safetensors``) plus the training state: ``optimizer.safetensors`` (the optimizer's tensors),
 ``training_state.json`` (step, optimizer settings, the training config and its log). Each file is written
 atomically and ``training_state.json`` last, so a checkpoint is complete whenever that file names its step.
+The folder itself is made by the first checkpoint: a run that fails before it leaves no empty folder.
 """
 
 from __future__ import annotations

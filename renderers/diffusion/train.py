@@ -145,7 +145,6 @@ def train(
     if not identities:
         raise InputError("no identity to train on", "name one with --identity")
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     size = config.network.sample_size
     people = []
     for person in identities:

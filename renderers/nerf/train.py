@@ -297,7 +297,6 @@ def train(
     """
     config = config or NerfTrainConfig()
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
     fit = footage.fit()
     frames = _train_frames(footage, fit)
     model_config = model_config_for(footage, config)
