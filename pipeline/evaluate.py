@@ -182,6 +182,8 @@ def evaluate_identity(
     model_dir = model_ws.trained_renderer_dir(config.renderer)
     target = model_ws if on is None else Workspace.open(identity_dir(on, workspace))
     target.require("report")
+    for checked in {model_ws.path: model_ws, target.path: target}.values():
+        checked.require_intact()
     if target.size != model_ws.size:
         raise InputError(
             f"{target.path.name} was prepared at {target.size} px and {identity} at {model_ws.size} px",

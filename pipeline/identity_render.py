@@ -90,6 +90,7 @@ def render_identity(
     config = config or IdentityRenderConfig()
     ws = Workspace.open(identity_dir(identity, workspace))
     ws.require("report")
+    ws.require_intact()
     model_dir = ws.trained_renderer_dir(config.renderer)
     out = check_output_path(out, ".mp4")
     speech = load_audio(audio, max_seconds=config.max_seconds)

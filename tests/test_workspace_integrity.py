@@ -255,3 +255,27 @@ def test_a_mangled_list_of_files_is_one_error_line(prepared, tmp_path, capsys):
     ws.file(IDENTITY_FILE).write_text(json.dumps(info))
     assert main(["inspect", str(ws.path)]) == 2
     assert "unreadable list of files" in _error_line(capsys.readouterr().err)
+
+
+def test_render_and_eval_refuse_a_damaged_workspace(prepared, tmp_path, capsys, demo_speech):
+    ws = _copy(prepared, tmp_path)
+    (ws.path / "renderers" / "nerf").mkdir(parents=True)  # a trained renderer's place: the workspace check
+    (ws.path / "renderers" / "nerf" / "model.safetensors").write_bytes(b"")  # comes before it is read
+    _truncate(ws.file("chunks/00001.npz"))
+    root, name = str(ws.path.parent), ws.path.name
+    out = tmp_path / "render.mp4"
+    render = [
+        "render",
+        "--identity",
+        name,
+        "--workspace",
+        root,
+        "--audio",
+        str(demo_speech),
+        "--out",
+        str(out),
+    ]
+    assert main([*render, "-q"]) == 2
+    assert "chunks/00001.npz" in _error_line(capsys.readouterr().err) and not out.exists()
+    assert main(["eval", "--identity", name, "--workspace", root, "--out", str(tmp_path / "eval"), "-q"]) == 2
+    assert "is damaged: chunks/00001.npz" in _error_line(capsys.readouterr().err)
