@@ -95,7 +95,7 @@ class PrepareConfig:
 STEPS = ("crop", "frames", "tracking", "background", "audio", "split", "report")
 DEPENDENTS = {
     "frames": ("tracking", "background", "report"),
-    "tracking": ("report",),
+    "tracking": ("background", "report"),
     "background": ("report",),
     "audio": ("report",),
 }
@@ -436,8 +436,7 @@ class Preparer:
     def _step_background(self) -> None:
         from pipeline.background import BackgroundPlate
 
-        n = self.ws.num_frames
-        picks = np.unique(np.linspace(0, n - 1, min(self.config.background_samples, n)).round().astype(int))
+        picks = self._plate_frames()
         plate = BackgroundPlate(self.config.size, max_samples=len(picks))
         for _, rgb, m in self.ws.iter_frames(picks.tolist()):
             plate.add(rgb, m.person_alpha)
@@ -451,6 +450,26 @@ class Preparer:
             **self.ws.info.get("summary", {}),
             "background_coverage": round(plate.coverage_fraction, 4),
         }
+
+    def _plate_frames(self) -> np.ndarray:
+        """Frames spread over the clip that feed the background plate: only those where the face was tracked.
+
+        A black second, a fade or a cut hides the person from the segmenter, so every pixel of such a frame
+        would count as clean background and the plate would keep a dark, head-shaped silhouette where the
+        person stands. Frames much darker or brighter than the clip's usual (the middle of a fade, a flash)
+        are left out too; the rest are spread evenly.
+        """
+        found = np.flatnonzero(self.ws.fit().found)
+        if len(found) == 0:
+            return found
+        spread = np.linspace(0, len(found) - 1, min(4 * self.config.background_samples, len(found)))
+        candidates = found[np.unique(spread.round().astype(int))]
+        brightness = np.array([rgb.mean() for _, rgb, _ in self.ws.iter_frames(candidates.tolist())])
+        usual = float(np.median(brightness))
+        steady = candidates[np.abs(brightness - usual) <= 0.15 * max(usual, 1.0)]
+        kept = steady if len(steady) else candidates
+        count = min(self.config.background_samples, len(kept))
+        return kept[np.unique(np.linspace(0, len(kept) - 1, count).round().astype(int))]
 
     # ---- 5. audio ----------------------------------------------------------------------------------
     def _step_audio(self) -> None:
