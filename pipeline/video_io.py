@@ -30,10 +30,11 @@ log = logging.getLogger(__name__)
 
 
 def check_output_path(path: str | os.PathLike, suffix: str = ".mp4") -> Path:
-    """Resolve ``path`` for writing, creating missing parent folders.
+    """Resolve ``path`` for writing. Missing parent folders are made only when the file is written, so a
+    run refused later leaves no empty folder behind.
 
     Raises :class:`OutputError` with a fix when the suffix is not ``suffix``, the path is a folder, or the
-    parent folder cannot be created or written.
+    parent folder could not be created or written.
     """
     raw = Path(path).expanduser()
     if suffix and raw.suffix.lower() != suffix.lower():
@@ -46,22 +47,16 @@ def check_output_path(path: str | os.PathLike, suffix: str = ".mp4") -> Path:
         raise OutputError(
             f"output {out} is a folder", f"give a file path inside it, e.g. {out / ('out' + suffix)}"
         )
-    parent = out.parent
-    if parent.exists() and not parent.is_dir():
+    existing = out.parent
+    while not existing.exists():  # the folder that would hold the new ones
+        existing = existing.parent
+    if not existing.is_dir():
         raise OutputError(
-            f"cannot write {out}: {parent} is a file, not a folder", "choose another output path"
+            f"cannot write {out}: {existing} is a file, not a folder", "choose another output path"
         )
-    if not parent.exists():
-        try:
-            parent.mkdir(parents=True, exist_ok=True)
-        except OSError as err:
-            raise OutputError(
-                f"cannot create the output folder {parent} ({err.strerror or err})",
-                "choose an output path in a folder you can write to",
-            ) from err
-    if not os.access(parent, os.W_OK | os.X_OK):
+    if not os.access(existing, os.W_OK | os.X_OK):
         raise OutputError(
-            f"the output folder {parent} is not writable",
+            f"the output folder {existing} is not writable",
             "choose an output path in a folder you can write to",
         )
     return out
@@ -158,6 +153,13 @@ class VideoWriter:
             if samples.size == 0:
                 raise ValueError("audio has no samples")
             self._audio = Audio(np.clip(np.nan_to_num(samples), -1.0, 1.0), int(audio.rate))
+        try:
+            self.path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as err:
+            raise OutputError(
+                f"cannot create the output folder {self.path.parent} ({err.strerror or err})",
+                "choose an output path in a folder you can write to",
+            ) from err
         # what runs killed outright left here and in the temp directory goes first
         for stale in remove_stale_temporaries(self.path.parent, ".mp4", temp_dirs=True):
             log.info("removed %s, left by a run that was killed", stale)

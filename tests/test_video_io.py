@@ -19,7 +19,8 @@ from pipeline.video_io import VideoInfo, VideoWriter, check_output_path, probe_v
 
 def test_check_output_path(tmp_path):
     out = check_output_path(tmp_path / "new" / "deeper" / "v.mp4")
-    assert out.parent.is_dir() and out.is_absolute() and out.name == "v.mp4"
+    assert out.is_absolute() and out.name == "v.mp4"
+    assert not (tmp_path / "new").exists()  # made when the video is written: a refused run leaves no folder
     assert check_output_path(tmp_path / "V.MP4").name == "V.MP4"
     with pytest.raises(OutputError, match=r"use a \.mp4 path"):
         check_output_path(tmp_path / "v.avi")
@@ -40,7 +41,7 @@ def test_check_output_path_not_writable(tmp_path):
     try:
         with pytest.raises(OutputError, match="not writable"):
             check_output_path(ro / "v.mp4")
-        with pytest.raises(OutputError, match="cannot create"):
+        with pytest.raises(OutputError, match="not writable"):
             check_output_path(ro / "sub" / "v.mp4")
     finally:
         ro.chmod(0o755)
@@ -179,3 +180,10 @@ def test_probe_errors(tmp_path):
     assert info.num_frames == 1
     with pytest.raises(InputError, match="not found"):
         next(iter(read_video_frames(tmp_path / "none.mp4")))
+
+
+def test_the_writer_makes_the_missing_folders(tmp_path):
+    out = check_output_path(tmp_path / "new" / "deeper" / "v.mp4")
+    with VideoWriter(out, 25, (64, 64)) as writer:
+        writer.write(np.zeros((64, 64, 3), np.uint8))
+    assert out.is_file()
