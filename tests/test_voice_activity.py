@@ -177,7 +177,7 @@ def test_generate_refuses_a_tone_with_one_line_and_writes_nothing(tmp_path, port
 
     tone = tmp_path / "tone.wav"
     write_wav(tone, Audio(_non_speech("440 Hz tone", 3.0), RATE))
-    out = tmp_path / "talk.mp4"
+    out = tmp_path / "videos" / "talk.mp4"  # in a folder that does not exist yet: none is left behind
     code = main(["generate", "--image", str(portrait_path), "--audio", str(tone), "--out", str(out), "-q"])
     err = capsys.readouterr().err
     errors = [line for line in err.splitlines() if line.startswith("error:")]
