@@ -121,11 +121,6 @@ class ClipFit:
         """float32 [T, 6]: rotation then translation (model -> camera), the :class:`MotionSequence` layout."""
         return np.concatenate([self.rotation, self.translation], 1).astype(np.float32)
 
-    @property
-    def valid_frames(self) -> np.ndarray:
-        """int64 indices of the frames whose fit is usable."""
-        return np.flatnonzero(self.valid)
-
     def motion(self, fps: float, frames: np.ndarray | None = None) -> MotionSequence:
         """The tracked motion of ``frames`` (default all) with camera poses (``pose_kind`` "camera")."""
         sel = slice(None) if frames is None else np.asarray(frames)

@@ -47,7 +47,6 @@ from pipeline.workspace import (
     CONFIG_FILE,
     IDENTITY_FILE,
     Workspace,
-    checksum,
     encode_frame,
     identity_dir,
     read_chunk,
@@ -261,8 +260,8 @@ class Preparer:
             return None
         name = self._chunk_name(index)
         want = self.ws.recorded("frames").get(name)
-        if want is not None and (path.stat().st_size != want["size"] or checksum(path) != want["sha256"]):
-            log.warning("%s is damaged; it is rebuilt", path)
+        if want is not None and (problem := self.ws.problem(name, want)) is not None:
+            log.warning("%s is damaged (%s); it is rebuilt", path, problem)
             return None
         try:
             c = read_chunk(path)

@@ -259,10 +259,6 @@ class Workspace:
     def step_done(self, step: str) -> bool:
         return bool(self.info.get("steps", {}).get(step))
 
-    def mark_done(self, step: str, **details: Any) -> None:
-        self.info.setdefault("steps", {})[step] = {"done": True, **details}
-        self.save_info()
-
     # ---- integrity ---------------------------------------------------------------------------------
     @property
     def checksums_recorded(self) -> bool:
@@ -271,7 +267,7 @@ class Workspace:
 
     def record(self, name: str, step: str) -> None:
         """Record the size and checksum of the workspace file ``name`` (relative path), written by ``step``,
-        as it is now; :meth:`save_info` (or :meth:`mark_done`) writes the record."""
+        as it is now; :meth:`save_info` writes the record."""
         path = self.path / name
         self.info.setdefault("files", {})[name] = {
             "size": path.stat().st_size,
@@ -298,17 +294,22 @@ class Workspace:
             return self._unrecorded_damage()
         damage = []
         for name, want in sorted(self.recorded().items()):
-            path = self.path / name
-            if not path.is_file():
-                problem = "missing"
-            elif (size := path.stat().st_size) != want["size"]:
-                problem = f"{size} bytes where {want['size']} were written"
-            elif checksum(path) != want["sha256"]:
-                problem = "its checksum differs from the one recorded when it was written"
-            else:
-                continue
-            damage.append(Damage(name, want["step"], problem))
+            problem = self.problem(name, want)
+            if problem is not None:
+                damage.append(Damage(name, want["step"], problem))
         return damage
+
+    def problem(self, name: str, want: dict[str, Any]) -> str | None:
+        """What is wrong with the file ``name`` against its record ``want`` (missing, its size, its
+        checksum), or None when it is as it was written."""
+        path = self.path / name
+        if not path.is_file():
+            return "missing"
+        if (size := path.stat().st_size) != want["size"]:
+            return f"{size} bytes where {want['size']} were written"
+        if checksum(path) != want["sha256"]:
+            return "its checksum differs from the one recorded when it was written"
+        return None
 
     def _unrecorded_damage(self) -> list[Damage]:
         expected: dict[str, str] = {}
