@@ -72,8 +72,7 @@ def remove_stale_temporaries(
         except OSError:
             continue
         for entry in entries:
-            match = pattern.match(entry.name)
-            if match is None or int(match.group(1)) == os.getpid() or process_alive(int(match.group(1))):
+            if not _left_by_dead_process(entry.name, pattern):
                 continue
             if place == Path(folder) and not entry.name.endswith(suffix):
                 continue
@@ -90,11 +89,19 @@ def remove_stale_temporaries(
     return removed
 
 
+def _left_by_dead_process(name: str, pattern: re.Pattern[str]) -> bool:
+    """Whether ``name`` is a temporary of ``pattern``'s kind whose writing process is gone."""
+    match = pattern.match(name)
+    if match is None:
+        return False
+    pid = int(match.group(1))
+    return pid != os.getpid() and not process_alive(pid)
+
+
 def _remove_dead_siblings(path: Path) -> None:
     """Remove the temporaries of ``path`` itself that runs killed outright left (their process is gone)."""
     for entry in path.parent.glob(f".{glob_escape(path.stem)}.*.tmp*{glob_escape(path.suffix)}"):
-        match = _SIBLING_TEMP.match(entry.name)
-        if match and int(match.group(1)) != os.getpid() and not process_alive(int(match.group(1))):
+        if _left_by_dead_process(entry.name, _SIBLING_TEMP):
             with contextlib.suppress(OSError):
                 entry.unlink()
 

@@ -214,7 +214,8 @@ def evaluate_identity(
     # audio-driven
     speech = _segment_audio(target, frames)
     predicted = audio_to_motion(speech, target.fps, num_frames=len(frames), config=config.motion)
-    driven = retarget(predicted, fit, frames, trained=model_ws.fit())
+    trained = fit if target is model_ws else model_ws.fit()  # the same file when evaluated on itself
+    driven = retarget(predicted, fit, frames, trained=trained)
     spoken = _compose_all(renderer, driven, target, frames, progress)
 
     real_lm = fit.landmarks[frames]

@@ -86,7 +86,6 @@ def render_identity(
     progress: bool = False,
 ) -> Path:
     """Write ``out``: the trained ``identity`` saying ``audio`` (H.264 + AAC, at the workspace size, fps)."""
-
     config = config or IdentityRenderConfig()
     ws = Workspace.open(identity_dir(identity, workspace))
     ws.require("report")
