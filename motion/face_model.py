@@ -284,7 +284,11 @@ class FaceModel:
             neutral = observed - np.tensordot(expression, basis, axes=([0], [0]))
         else:
             neutral = np.asarray(ref, np.float64).copy()
-            expression = self._fit_expression(neutral, rot, scale, pts, idx, centre)
+            # the model's own shape has its basis built already (a video fits every frame to one shape)
+            own = shape is not None and np.array_equal(np.asarray(shape, np.float32), self.mean)
+            expression = self._fit_expression(
+                neutral, rot, scale, pts, idx, centre, self.basis if own else None
+            )
         fit = FaceFit(
             shape=neutral.astype(np.float32),
             expression=expression.astype(np.float32),
@@ -315,11 +319,11 @@ class FaceModel:
             expr[EXPRESSION_INDEX[name]] = np.clip(1 - aperture / 0.28, 0, 1) * (aperture < 0.15)
         return expr
 
-    def _fit_expression(self, neutral, rot, scale, pts, idx, centre) -> np.ndarray:
+    def _fit_expression(self, neutral, rot, scale, pts, idx, centre, basis=None) -> np.ndarray:
         """Bounded least squares of the coefficients [E] on the 2D landmark residual."""
         from scipy.optimize import lsq_linear
 
-        basis = build_expression_basis(neutral)[:, idx]  # [E, N, 3]
+        basis = (build_expression_basis(neutral) if basis is None else basis)[:, idx]  # [E, N, 3]
         proj = lambda p: (p @ rot.T)[..., :2] * scale * np.array([1.0, -1.0])
         base = centre + proj(neutral[idx])
         a = np.stack([proj(b).ravel() for b in basis], 1)  # [2N, E]

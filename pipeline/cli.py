@@ -14,6 +14,11 @@ import time
 from collections.abc import Iterator
 from pathlib import Path
 
+# Before numpy loads: OpenBLAS would spread every small solve (a per-frame fit is a 1000x15 least squares)
+# over all cores, and on a 2-core machine with mediapipe and ffmpeg busy beside it that made each solve
+# 10-20x slower (lstsq 10 ms instead of 0.5). The heavy numerical work runs in torch, with its own threads.
+os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+
 from common.errors import UserError
 from renderers import registry
 
@@ -268,6 +273,38 @@ def _run_render(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_dub(args: argparse.Namespace) -> int:
+    from pipeline.checks import check_input_file, check_writes_spare_reads
+    from pipeline.dub import DubConfig, dub
+    from pipeline.oneshot import output_paths
+
+    config = _config_from_args(DubConfig, args, ("renderer", "timeline", "face", "identity", "preset"))
+    check_input_file(args.video, "VIDEO")
+    check_input_file(args.audio, "--audio")
+    reads = [args.video, args.audio, *_files_given(args.transcript, _config_file(args.config))]
+    check_writes_spare_reads(reads, output_paths(args.out))
+    transcript = args.transcript
+    if transcript and os.path.isfile(transcript):
+        transcript = Path(transcript).read_text()
+    start = time.perf_counter()
+    result = dub(
+        args.video,
+        args.audio,
+        args.out,
+        config=config,
+        transcript=transcript,
+        workspace=args.workspace,
+        progress=not args.quiet,
+    )
+    took = time.perf_counter() - start
+    through = f", {result.passed_through} passed through unchanged" if result.passed_through else ""
+    print(
+        f"wrote {result.video} ({result.num_frames} frames from {result.source_frames} source frames"
+        f"{through}; {result.renderer}; {took:.1f} s); config {result.config}"
+    )
+    return 0
+
+
 def _run_eval(args: argparse.Namespace) -> int:
     from pipeline.checks import check_output_folder, check_range
     from pipeline.evaluate import EvalConfig, evaluate_identity, format_report
@@ -482,6 +519,29 @@ def build_parser() -> argparse.ArgumentParser:
     ren.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     _add_config_args(ren)
     ren.set_defaults(func=_run_render)
+
+    dub = sub.add_parser(
+        "dub", help="a video of someone speaking + new speech -> the same video, lips dubbed"
+    )
+    dub.add_argument("video", metavar="VIDEO", help="the footage: mp4, mov, mkv, webm (any resolution)")
+    dub.add_argument("--audio", required=True, help="the new speech: wav, flac, mp3, m4a or a video's audio")
+    dub.add_argument("--out", default="outputs/dubbed.mp4", help="output .mp4 (default: %(default)s)")
+    dub.add_argument(
+        "--renderer",
+        choices=("auto", "warp", *registry.trainable_names()),
+        help="warp (no training), or a renderer trained on the footage; auto: nerf with a GPU, else warp",
+    )
+    dub.add_argument("--identity", help="name of the footage's identity workspace (default: from the file)")
+    dub.add_argument("--preset", help="training preset when the identity has no trained renderer")
+    dub.add_argument("--workspace", help="root folder of the identities (default outputs/identities)")
+    dub.add_argument("--timeline", choices=("pingpong", "loop", "cut"), help="when the speech is longer")
+    dub.add_argument(
+        "--face", help="X,Y: a point on the speaker's face in the first frame (default: largest)"
+    )
+    dub.add_argument("--transcript", help="text of the speech (or a .txt path)")
+    dub.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
+    _add_config_args(dub)
+    dub.set_defaults(func=_run_dub)
 
     ev = sub.add_parser("eval", help="measure a trained identity on held-out footage: images and lip sync")
     _add_identity_args(ev, "trained")

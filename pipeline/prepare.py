@@ -102,7 +102,7 @@ DEPENDENTS = {
 _SETTINGS_THAT_MATTER = ("size", "fps", "zoom", "chunk_size", "jpeg_quality")
 
 
-def _fingerprint(path: Path) -> str:
+def fingerprint(path: Path) -> str:
     """Size + hash of the first and last MiB: identifies the source without reading all of it."""
     h = hashlib.sha1()
     size = path.stat().st_size
@@ -638,7 +638,7 @@ def prepare(
     _check_video(info, video, config)
     source = {
         "path": str(video.resolve()),
-        "fingerprint": _fingerprint(video),
+        "fingerprint": fingerprint(video),
         "video": info.__dict__,
     }
     settings = {k: getattr(config, k) for k in _SETTINGS_THAT_MATTER}

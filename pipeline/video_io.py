@@ -461,8 +461,27 @@ def probe_video(path: str | os.PathLike, decode: bool = True) -> VideoInfo:
     )
 
 
+def first_frame_offset(path: str | os.PathLike) -> float:
+    """How long after the file's start (the time ffmpeg's seeks count from) its first video frame shows,
+    in seconds: 0 for most files, more where the sound starts before the picture."""
+    cmd = [ffmpeg_exe(), "-nostdin", "-hide_banner", "-i", str(path), "-map", "0:v:0", "-frames:v", "1",
+           "-f", "framecrc", "-"]  # fmt: skip
+    proc = subprocess.run(cmd, capture_output=True)
+    err = proc.stderr.decode(errors="replace")
+    start = re.search(r"Duration: .*?, start: (-?[\d.]+)", err)
+    tb = re.search(r"#tb 0: (\d+)/(\d+)", proc.stdout.decode(errors="replace"))
+    rows = [r for r in proc.stdout.decode(errors="replace").splitlines() if r and not r.startswith("#")]
+    if proc.returncode != 0 or start is None or tb is None or not rows:
+        return 0.0
+    pts = int(rows[0].split(",")[2]) * int(tb.group(1)) / int(tb.group(2))
+    return max(0.0, pts - float(start.group(1)))
+
+
 def read_video_frames(
-    path: str | os.PathLike, size: tuple[int, int] | None = None, filters: str | None = None
+    path: str | os.PathLike,
+    size: tuple[int, int] | None = None,
+    filters: str | None = None,
+    seek: float | None = None,
 ) -> Iterator[np.ndarray]:
     """Yield the frames of a video as uint8 RGB [H, W, 3].
 
@@ -480,9 +499,13 @@ def read_video_frames(
     if size is not None:
         chain.append(f"scale={int(size[0])}:{int(size[1])}:flags=area")
     output_params = ["-vf", ",".join(chain)] if chain else []
-    if filters:
-        output_params += ["-fps_mode", "passthrough"]
-    gen = imageio_ffmpeg.read_frames(str(path), pix_fmt="rgb24", output_params=output_params)
+    # every frame as decoded, once: none repeated to fill a gap before the first (a picture that starts
+    # after the sound) or to keep a frame rate
+    output_params += ["-fps_mode", "passthrough"]
+    input_params = ["-ss", f"{seek:.6f}"] if seek is not None else []
+    gen = imageio_ffmpeg.read_frames(
+        str(path), pix_fmt="rgb24", input_params=input_params, output_params=output_params
+    )
     try:
         try:
             # it warns (through logging) when filters change the frame size, which is the point here

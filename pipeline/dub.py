@@ -1,0 +1,349 @@
+"""Dubbing an existing video: the same footage, at its own resolution, with the lips following new speech.
+
+1. The speaker's face is followed through the source video at full resolution (:mod:`pipeline.face_follow`).
+2. The face model is fitted to each frame; frames where the face is lost or turned too far pass through.
+3. The new speech becomes mouth motion (the motion stage), scaled to the range this person's mouth moves in,
+   on the source frame each output frame shows (:mod:`pipeline.timeline`).
+4. Each output frame's lower face is moved to that mouth (:mod:`renderers.warp.lower_face`, or a trained
+   renderer's head, :mod:`pipeline.dub_trained`) and pasted back through a feathered mask that follows the
+   jaw; outside the mask every pixel is the source frame's.
+5. The frames stream into an H.264 + AAC mp4 at the source's size and frame rate, written atomically.
+
+>>> from pipeline.dub import dub
+>>> dub("interview.mp4", "speech_de.wav", "outputs/interview_de.mp4")
+"""
+
+from __future__ import annotations
+
+import itertools
+import logging
+import os
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from common.config import save_config
+from common.errors import InputError, NoFaceError
+from motion.audio import load_audio
+from motion.audio2motion import Audio2MotionConfig, audio_to_motion, require_speech
+from motion.blendshapes import MOUTH_NAMES
+from motion.face_model import FaceFit, FaceModel
+from motion.geometry import axis_angle_to_matrix
+from motion.topology import NUM_POINTS
+from motion.tracker import FaceLandmarks
+from pipeline.checks import check_range
+from pipeline.drive import adapt_to_identity
+from pipeline.face_follow import FaceTrack, FollowConfig, follow_face, parse_point
+from pipeline.prepare import PrepareConfig
+from pipeline.timeline import frames_in_order, read_span, timeline
+from pipeline.video_io import (
+    VideoInfo,
+    VideoWriter,
+    check_output_path,
+    first_frame_offset,
+    probe_video,
+    read_video_frames,
+)
+from renderers import registry
+from renderers.warp.lower_face import LowerFaceConfig, LowerFaceWarp, painter_for, paste
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class DubConfig:
+    """Settings of ``talking-portrait dub``."""
+
+    renderer: str = "auto"
+    """warp: the footage's own lower face moved frame by frame (no training); nerf or diffusion: the source
+    prepared as an identity, a renderer trained on it, its mouth pasted into the footage; auto: nerf where
+    a GPU is present, else warp."""
+    identity: str = ""
+    """The trained paths' identity workspace (default: named after the video file and its fingerprint)."""
+    preset: str = "preview"
+    """Training preset (``configs/<renderer>_<preset>.yaml``) when the identity has no trained renderer."""
+    train_seconds: float = 0.0
+    """When above 0, training inside dub stops after this long (the next dub goes on with it)."""
+    timeline: str = "pingpong"
+    """When the speech is longer than the video: pingpong (forward then backward) or loop; a shorter
+    speech cuts the video (``cut`` never repeats: it holds the last frame)."""
+    face: str = ""
+    """X,Y: a point on the speaker's face in the first frame that shows one (default: the largest face)."""
+    max_turn_degrees: float = 45.0
+    """Frames where the head turns further than this from facing the camera pass through unchanged."""
+    fade_frames: int = 4
+    """The dubbed mouth fades in and out over this many frames next to frames that pass through."""
+    match_identity_range: bool = True
+    """Scale the mouth motion to the range the person's own mouth moves in the video."""
+    crf: int = 18
+    """H.264 quality (lower is better and larger)."""
+    max_seconds: float = 600.0
+    """Longest speech accepted, in seconds."""
+    motion: Audio2MotionConfig = field(default_factory=Audio2MotionConfig)
+    """Audio-to-motion settings."""
+    follow: FollowConfig = field(default_factory=FollowConfig)
+    """Face following."""
+    lower_face: LowerFaceConfig = field(default_factory=LowerFaceConfig)
+    """The lower-face warp and its mask."""
+    prepare: PrepareConfig = field(default_factory=PrepareConfig)
+    """How the trained paths prepare the video as an identity."""
+
+
+@dataclass
+class SourceFit:
+    """The face model fitted to each frame of the source where the face is usable.
+
+    Attributes:
+        points: float32 [N, 478, 2] tracked landmarks in frame pixels (nan where lost).
+        expression: float32 [N, E] (rows of unusable frames are the reference frame's).
+        rotation: float64 [N, 3, 3] head rotation (weak perspective).
+        scale: float64 [N] pixels per model unit.
+        usable: bool [N].
+        reference: the frame with the calmest, most closed mouth facing the camera (its colours paint the
+            mouth interior, its fit gives the person's neutral shape).
+        model: the face model with the person's neutral shape.
+    """
+
+    points: np.ndarray
+    expression: np.ndarray
+    rotation: np.ndarray
+    scale: np.ndarray
+    usable: np.ndarray
+    reference: int
+    model: FaceModel
+    offset: float = 0.0
+    """How long after the file's start its first frame comes (for seeking; see :mod:`pipeline.timeline`)."""
+
+    def displacement(self, frames: np.ndarray, expression: np.ndarray) -> np.ndarray:
+        """Pixel displacements [T, 478, 2] that take frames ``frames`` [T] from their own expression to
+        ``expression`` [T, E]."""
+        delta = self.model.vertices(expression) - self.model.vertices(self.expression[frames])  # [T, 478, 3]
+        moved = np.einsum("tij,tnj->tni", self.rotation[frames], delta.astype(np.float64))
+        return moved[..., :2] * self.scale[frames, None, None] * np.array([1.0, -1.0])
+
+
+def _turn_degrees(rotation: np.ndarray) -> np.ndarray:
+    """How far each head [N, 3, 3] turns from facing the camera (the angle of its forward axis), degrees."""
+    forward = rotation[:, :, 2]  # the model's +z (out of the face) in camera axes
+    return np.degrees(np.arccos(np.clip(forward[:, 2], -1, 1)))
+
+
+def fit_source(track: FaceTrack, max_turn_degrees: float) -> SourceFit:
+    """Fit the face model to every frame of ``track`` where the face was found."""
+    found = np.flatnonzero(track.found)
+    if len(found) == 0:
+        raise NoFaceError(
+            "no face was found in any frame of the video", "give footage where the speaker's face is visible"
+        )
+    indices = np.arange(NUM_POINTS)
+    base = FaceModel()
+
+    def landmarks(i: int) -> FaceLandmarks:
+        return FaceLandmarks(track.points[i], indices, track.size)
+
+    # The reference: among the frames facing the camera, the one with the most closed mouth.
+    probe = found[:: max(1, len(found) // 60)]
+    quick = [base.fit(landmarks(i)) for i in probe]
+    turns = _turn_degrees(np.stack([axis_angle_to_matrix(f.rotation) for f in quick]))
+    jaw = np.array([f.expression[base.names.index("jaw_open")] for f in quick])
+    ref_k = int(np.argmin(jaw + (turns > np.percentile(turns, 50)) * 10.0))
+    reference = int(probe[ref_k])
+    shape = quick[ref_k].shape
+    model = base.for_identity(shape)
+
+    n = len(track)
+    expression = np.zeros((n, len(model.names)), np.float32)
+    rotation = np.tile(np.eye(3), (n, 1, 1))
+    scale = np.ones(n)
+    fits: dict[int, FaceFit] = {}
+    for i in found:
+        fit = model.fit(landmarks(int(i)), shape=shape)
+        fits[int(i)] = fit
+        expression[i] = fit.expression
+        rotation[i] = axis_angle_to_matrix(fit.rotation)
+        scale[i] = fit.scale
+    usable = track.found.copy()
+    usable[found] = _turn_degrees(rotation[found]) <= max_turn_degrees
+    if not usable.any():
+        raise NoFaceError(
+            f"the speaker's face turns more than {max_turn_degrees:g} degrees from the camera in every frame",
+            "give footage where the speaker faces the camera, or raise --set max_turn_degrees",
+        )
+    expression[~usable] = expression[reference]
+    return SourceFit(track.points[..., :2], expression, rotation, scale, usable, reference, model)
+
+
+def dub_strength(usable: np.ndarray, fade: int) -> np.ndarray:
+    """float [N] in [0, 1]: 1 on usable frames at least ``fade`` frames from an unusable one, ramping to 0."""
+    if fade <= 0 or usable.all():
+        return usable.astype(np.float32)
+    from scipy.ndimage import distance_transform_edt
+
+    distance = distance_transform_edt(usable)  # frames to the nearest unusable frame
+    return np.clip(distance / (fade + 1), 0, 1).astype(np.float32)
+
+
+def mouth_expression(
+    speech: np.ndarray, names: tuple[str, ...], source: SourceFit, frames: np.ndarray, match_range: bool
+) -> np.ndarray:
+    """[T, E]: each shown frame's own expression with the mouth from speech, added to the person's resting
+    mouth and scaled to the range the person's mouth moves in the video."""
+    own = source.expression[source.usable]
+    if match_range:
+        speech = adapt_to_identity(speech, names, own)
+    out = source.expression[frames].copy()
+    for name in MOUTH_NAMES:
+        if name in names:
+            k = names.index(name)
+            out[:, k] = np.percentile(own[:, k], 10) + speech[:, k]
+    return out
+
+
+@dataclass
+class DubResult:
+    """What :func:`dub` made: the video, its config, counts and the time each stage took (seconds)."""
+
+    video: Path
+    config: Path
+    renderer: str
+    num_frames: int
+    source_frames: int
+    passed_through: int
+    timings: dict[str, float]
+
+
+def resolve_renderer(name: str) -> str:
+    """``auto`` as the renderer it stands for on this machine; other names checked against the registry."""
+    if name == "auto":
+        import torch
+
+        return "nerf" if torch.cuda.is_available() else "warp"
+    if name != "warp" and name not in registry.trainable_names():
+        raise InputError(
+            f"dub cannot use the {name!r} renderer",
+            f"use warp, auto or {', '.join(registry.trainable_names())}",
+        )
+    return name
+
+
+def check_source(video: str | os.PathLike) -> VideoInfo:
+    """The source must be a video (not an image, not audio alone)."""
+    info = probe_video(video, decode=False)
+    if info.num_frames <= 1:
+        raise InputError(
+            f"{video} is a single image, not a video",
+            "give a video of the person speaking; for one photo use `talking-portrait generate`",
+        )
+    if info.fps <= 0:
+        raise InputError(f"{video} has no frame rate", "re-encode it with ffmpeg -r 25")
+    return info
+
+
+def dub(
+    video: str | os.PathLike,
+    audio: str | os.PathLike,
+    out: str | os.PathLike,
+    *,
+    config: DubConfig | None = None,
+    transcript: str | None = None,
+    workspace: str | os.PathLike | None = None,
+    progress: bool = False,
+) -> DubResult:
+    """Write ``out``: ``video`` with its lower face following ``audio``, as long as ``audio``, at the
+    video's size and frame rate, with ``audio`` as its sound. See the module's notes."""
+    config = config or DubConfig()
+    renderer = resolve_renderer(config.renderer)
+    check_range(config.max_turn_degrees, "--set max_turn_degrees", 0, 90)
+    check_range(config.crf, "--set crf", 0, 51)
+    timings: dict[str, float] = {}
+    clock = time.perf_counter()
+
+    def lap(name: str) -> None:
+        nonlocal clock
+        now = time.perf_counter()
+        timings[name] = round(now - clock, 3)
+        clock = now
+
+    out = check_output_path(out, ".mp4")
+    info = check_source(video)
+    timeline(1, 1, config.timeline)  # an unknown mode fails before any work
+    point = parse_point(config.face)
+    speech = load_audio(audio, max_seconds=config.max_seconds)
+    require_speech(speech, str(audio), config.motion)
+    lap("load")
+
+    fps = info.fps
+    length = max(1, round(speech.duration * fps))
+    # only the frames the output shows are tracked (a short speech over a long video uses its start)
+    shown = int(timeline(info.num_frames, length, config.timeline).max()) + 1
+    track = follow_face(itertools.islice(read_video_frames(video), shown), point, config.follow)
+    source = fit_source(track, config.max_turn_degrees)
+    source.offset = first_frame_offset(video)
+    lap("track")
+
+    frames = timeline(len(track), length, config.timeline)
+    motion = audio_to_motion(speech, fps, num_frames=length, transcript=transcript, config=config.motion)
+    names = source.model.names
+    target = mouth_expression(
+        motion.with_names(names).expression, names, source, frames, config.match_identity_range
+    )
+    strength = dub_strength(source.usable, config.fade_frames)[frames]
+    lap("motion")
+
+    if renderer == "warp":
+        writer_frames = _warped_frames(video, fps, frames, source, target, strength, config)
+    else:
+        from pipeline.dub_trained import identity_name, prepared_identity, trained_frames, trained_renderer
+
+        name = config.identity or identity_name(video)
+        ws = prepared_identity(video, name, workspace, config.prepare, progress)
+        model_dir = trained_renderer(ws, renderer, config.preset, config.train_seconds, progress)
+        lap("prepare and train")
+        writer_frames = trained_frames(
+            video, fps, frames, source, target, strength, ws=ws, model_dir=model_dir, speech=motion,
+            lower_face=config.lower_face, match_identity_range=config.match_identity_range,
+        )  # fmt: skip
+    height, width = track.size
+    with VideoWriter(out, fps, (width, height), audio=speech, crf=config.crf) as writer:
+        iterator = writer_frames
+        if progress:
+            from tqdm import tqdm
+
+            iterator = tqdm(writer_frames, total=length, desc="dub", unit="frame")
+        for frame in iterator:
+            writer.write(frame)
+    lap("render")
+
+    config_path = out.with_name(out.stem + ".config.yaml")
+    save_config(config, config_path)
+    passed = int((strength == 0).sum())
+    if passed:
+        log.warning("%d of %d frames passed through unchanged (face lost or turned away)", passed, length)
+    return DubResult(out, config_path, renderer, length, len(track), passed, timings)
+
+
+def _warped_frames(
+    video: str | os.PathLike,
+    fps: float,
+    frames: np.ndarray,
+    source: SourceFit,
+    target: np.ndarray,
+    strength: np.ndarray,
+    config: DubConfig,
+) -> Iterator[np.ndarray]:
+    """The output frames of the warp path: each source frame's lower face moved to the target mouth."""
+    offset = source.offset
+    reference_frame = next(read_span(video, fps, source.reference, 1, offset))
+    painter = painter_for(reference_frame, source.points[source.reference])
+    warp = LowerFaceWarp(config.lower_face, painter)
+    for t, frame in enumerate(frames_in_order(video, frames, fps, offset)):
+        i = int(frames[t])
+        if strength[t] <= 0:
+            yield frame
+            continue
+        moved = source.points[i] + source.displacement(frames[t : t + 1], target[t : t + 1])[0]
+        region = warp.warp(frame, source.points[i], moved)
+        yield frame if region is None else paste(frame, region, strength[t])
