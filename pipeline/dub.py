@@ -27,6 +27,7 @@ import numpy as np
 
 from common.config import save_config
 from common.errors import InputError, NoFaceError
+from motion import topology as tp
 from motion.audio import load_audio
 from motion.audio2motion import Audio2MotionConfig, audio_to_motion, require_speech
 from motion.blendshapes import MOUTH_NAMES
@@ -49,6 +50,7 @@ from pipeline.video_io import (
 )
 from renderers import registry
 from renderers.warp.lower_face import LowerFaceConfig, LowerFaceWarp, painter_for, paste
+from renderers.warp.mouth import OwnMouth
 
 log = logging.getLogger(__name__)
 
@@ -116,6 +118,22 @@ class SourceFit:
     model: FaceModel
     offset: float = 0.0
     """How long after the file's start its first frame comes (for seeking; see :mod:`pipeline.timeline`)."""
+
+    def widest_mouth(self, min_opening: float = 0.15) -> int | None:
+        """Among the usable frames where the lips part widest (the top 5%), the one facing the camera most
+        squarely: its inside fills the dubbed mouths. None when the lips never part ``min_opening`` of the
+        mouth's width."""
+        gap = np.linalg.norm(
+            self.points[:, tp.LOWER_LIP_CENTER_INNER] - self.points[:, tp.UPPER_LIP_CENTER_INNER], axis=1
+        )
+        width = np.linalg.norm(
+            self.points[:, tp.INNER_MOUTH_CORNERS[1]] - self.points[:, tp.INNER_MOUTH_CORNERS[0]], axis=1
+        )
+        opening = np.where(self.usable, np.nan_to_num(gap / np.maximum(width, 1e-6)), 0.0)
+        if opening.max() < min_opening:
+            return None
+        wide = np.flatnonzero(opening >= max(min_opening, np.percentile(opening[self.usable], 95)))
+        return int(wide[np.argmin(_turn_degrees(self.rotation[wide]))])
 
     def displacement(self, frames: np.ndarray, expression: np.ndarray) -> np.ndarray:
         """Pixel displacements [T, 478, 2] that take frames ``frames`` [T] from their own expression to
@@ -338,6 +356,9 @@ def _warped_frames(
     offset = source.offset
     reference_frame = next(read_span(video, fps, source.reference, 1, offset))
     painter = painter_for(reference_frame, source.points[source.reference])
+    widest = source.widest_mouth()
+    if widest is not None:  # the person's own teeth, tongue and cavity
+        painter = OwnMouth(next(read_span(video, fps, widest, 1, offset)), source.points[widest])
     warp = LowerFaceWarp(config.lower_face, painter)
     for t, frame in enumerate(frames_in_order(video, frames, fps, offset)):
         i = int(frames[t])

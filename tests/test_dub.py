@@ -305,3 +305,30 @@ def test_trained_dub_prepares_trains_and_goes_on_where_it_stopped(footage, speec
     info, source = probe_video(second), probe_video(footage.path)
     assert (info.width, info.height) == (source.width, source.height)
     assert info.num_frames == round(6.0 * source.fps) or info.num_frames == round(6.0 * 25)
+
+
+def test_own_mouth_keeps_upper_teeth_on_the_upper_lip(face_points):
+    """A reference mouth whose inside is white in its upper third (teeth) and dark below: a frame opening
+    half as wide shows white just under its upper lip and dark just above its lower lip."""
+    from motion import topology as tp
+    from renderers.warp.mouth import OwnMouth
+
+    ref_points = face_points.copy()
+    ref_points[list(tp.LIPS_LOWER_INNER[1:-1]), 1] += 24  # wide open (the corners stay)
+    image = np.full((256, 256, 3), 200, np.uint8)
+    upper, lower = ref_points[list(tp.LIPS_UPPER_INNER)], ref_points[list(tp.LIPS_LOWER_INNER)]
+    top, bottom = int(upper[5, 1]), int(lower[5, 1])  # at the middle of the mouth
+    image[top - 8 : top + 8, :] = (250, 250, 245)
+    image[top + 8 : bottom + 8, :] = (60, 10, 10)
+    mouth = OwnMouth(image, ref_points)
+    frame = np.full((256, 256, 3), 128, np.uint8)
+    target_upper, target_lower = upper.copy(), upper.copy()
+    target_lower[:, 1] = upper[:, 1] + 12 * np.sin(np.linspace(0, np.pi, len(upper)))
+    mouth.paint(frame, target_upper, target_lower)
+    x = round(float(upper[5, 0]))
+    y_top, y_bottom = int(np.ceil(upper[5, 1])) + 1, int(np.floor(target_lower[5, 1])) - 1
+    assert frame[y_top, x].mean() > 200, "no teeth under the upper lip"
+    assert frame[y_bottom, x].mean() < 90, "no cavity above the lower lip"
+    assert np.array_equal(
+        frame[: int(upper[:, 1].min()) - 2], np.full_like(frame[: int(upper[:, 1].min()) - 2], 128)
+    )

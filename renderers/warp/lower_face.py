@@ -21,7 +21,7 @@ from scipy.spatial import Delaunay
 
 from motion import topology as tp
 from motion.face_model import FaceModel
-from renderers.warp.mouth import MouthPainter
+from renderers.warp.mouth import MouthPainter, OwnMouth
 
 LOWER_ARC = (323, 361, 288, 397, 365, 379, 378, 400, 377, 152, 148, 176, 149, 150, 136, 172, 58, 132, 93)
 """The face oval from one cheek at nose level, round the chin, to the other."""
@@ -115,10 +115,13 @@ class LowerFaceWarp:
     """Moves the lower face of video frames (see the module's notes).
 
     Args:
-        painter: paints the mouth interior (its colours sampled from the person once), or None.
+        painter: paints the mouth's inside where the lips part (the person's own from an open-mouth frame,
+            or one painted in their colours), or None.
     """
 
-    def __init__(self, config: LowerFaceConfig | None = None, painter: MouthPainter | None = None) -> None:
+    def __init__(
+        self, config: LowerFaceConfig | None = None, painter: MouthPainter | OwnMouth | None = None
+    ) -> None:
         self.config = config or LowerFaceConfig()
         self.painter = painter if self.config.mouth_interior else None
         self._moving = moving_vertices()

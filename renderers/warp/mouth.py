@@ -126,3 +126,86 @@ class MouthPainter:
 
         region = frame[y0:y1, x0:x1].astype(np.float32)
         frame[y0:y1, x0:x1] = np.clip(region * (1 - alpha) + out * alpha, 0, 255).astype(np.uint8)
+
+
+def _mouth_frame(upper: np.ndarray, lower: np.ndarray):
+    """The mouth's own axes: origin at the first inner corner, e1 along the mouth, e2 across it (down);
+    returns (origin, e1, e2, width, upper curve, lower curve) with the curves as (a, b) sorted by a."""
+    origin = upper[0]
+    along = upper[-1] - upper[0]
+    width = max(float(np.linalg.norm(along)), 1e-6)
+    e1 = along / width
+    e2 = np.array([-e1[1], e1[0]])
+    if e2[1] < 0:
+        e2 = -e2
+
+    def curve(points: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        a, b = (points - origin) @ e1, (points - origin) @ e2
+        order = np.argsort(a)
+        return a[order], b[order]
+
+    return origin, e1, e2, width, curve(upper), curve(lower)
+
+
+class OwnMouth:
+    """Fills the mouth's inside from the person's own: a frame of their footage where the mouth is wide
+    open gives the teeth, tongue and cavity, fetched into each frame's inner-lip contour. The upper teeth
+    stay with the upper lip and the lower teeth with the lower lip (a mouth opening less hides more of
+    them instead of squashing them), both scaled with the mouth's width.
+
+    Args:
+        image: uint8 [H, W, 3] RGB frame showing the mouth open.
+        points: float [478, 2] its landmarks.
+    """
+
+    def __init__(self, image: np.ndarray, points: np.ndarray) -> None:
+        upper = points[list(tp.LIPS_UPPER_INNER)].astype(np.float64)
+        lower = points[list(tp.LIPS_LOWER_INNER)].astype(np.float64)
+        lo = np.floor(np.concatenate([upper, lower]).min(0)).astype(int) - 4
+        hi = np.ceil(np.concatenate([upper, lower]).max(0)).astype(int) + 5
+        lo = np.maximum(lo, 0)
+        hi = np.minimum(hi, [image.shape[1], image.shape[0]])
+        self.image = np.ascontiguousarray(image[lo[1] : hi[1], lo[0] : hi[0]])
+        self._geometry = _mouth_frame(upper - lo, lower - lo)
+        lips = np.concatenate([points[list(tp.LIPS_UPPER_OUTER)], points[list(tp.LIPS_LOWER_OUTER)][::-1]])
+        self.lip_colour = _sample(image, lips)
+
+    def paint(self, frame: np.ndarray, upper: np.ndarray, lower: np.ndarray) -> None:
+        """Fill the inside of the inner-lip contours ``upper``, ``lower`` [11, 2] of ``frame`` in place."""
+        gap = lower[:, 1] - upper[:, 1]
+        if gap.max() < 0.75:
+            return
+        poly = np.concatenate([upper, lower[::-1]])
+        x0, y0 = np.floor(poly.min(0)).astype(int) - 1
+        x1, y1 = np.ceil(poly.max(0)).astype(int) + 2
+        h, w = frame.shape[:2]
+        x0, y0, x1, y1 = max(x0, 0), max(y0, 0), min(x1, w), min(y1, h)
+        if x1 - x0 < 3 or y1 - y0 < 2:
+            return
+        mask = np.zeros((y1 - y0, x1 - x0), np.uint8)
+        cv2.fillPoly(mask, [np.round((poly - [x0, y0]) * 16).astype(np.int32)], 255, cv2.LINE_AA, shift=4)
+        if not mask.any():
+            return
+        origin, e1, e2, width, (ua, ub), (la, lb) = _mouth_frame(
+            upper.astype(np.float64), lower.astype(np.float64)
+        )
+        r_origin, r_e1, r_e2, r_width, (rua, rub), (rla, rlb) = self._geometry
+        scale = r_width / width
+        gx, gy = np.meshgrid(np.arange(x0, x1) + 0.0, np.arange(y0, y1) + 0.0)
+        rel = np.stack([gx - origin[0], gy - origin[1]], -1)
+        a, b = rel @ e1, rel @ e2
+        top, bottom = np.interp(a, ua, ub), np.interp(a, la, lb)
+        ra = a * scale
+        r_top, r_bottom = np.interp(ra, rua, rub), np.interp(ra, rla, rlb)
+        from_top = r_top + (b - top) * scale
+        from_bottom = r_bottom - (bottom - b) * scale
+        share = np.clip((b - top) / np.maximum(bottom - top, 1e-6), 0, 1)
+        share = share * share * (3 - 2 * share)  # the two halves meet smoothly (no seam where they join)
+        rb = (1 - share) * from_top + share * from_bottom
+        rb = np.clip(rb, r_top, np.maximum(r_bottom, r_top))
+        sx = (r_origin[0] + ra * r_e1[0] + rb * r_e2[0]).astype(np.float32)
+        sy = (r_origin[1] + ra * r_e1[1] + rb * r_e2[1]).astype(np.float32)
+        inside = cv2.remap(self.image, sx, sy, cv2.INTER_LINEAR, borderMode=cv2.BORDER_REPLICATE)
+        alpha = mask.astype(np.float32)[..., None] / 255.0
+        region = frame[y0:y1, x0:x1].astype(np.float32)
+        frame[y0:y1, x0:x1] = np.clip(region * (1 - alpha) + inside * alpha, 0, 255).astype(np.uint8)
