@@ -184,15 +184,9 @@ def paste(frame: np.ndarray, region: WarpedRegion, strength: float = 1.0) -> np.
     """``frame`` with ``region`` blended in (a new array; pixels where the mask is 0 are the frame's own)."""
     out = frame.copy()
     x0, y0, x1, y1 = region.box
-    m = region.mask * float(strength)
-    sel = m > 0
-    if not sel.any():
-        return out
-    under = out[y0:y1, x0:x1]
-    blend = region.patch[sel].astype(np.float32) * m[sel, None] + under[sel].astype(np.float32) * (
-        1 - m[sel, None]
-    )
-    under[sel] = np.clip(np.round(blend), 0, 255).astype(np.uint8)
+    weight = region.mask * np.float32(strength)
+    under = np.ascontiguousarray(out[y0:y1, x0:x1])
+    out[y0:y1, x0:x1] = cv2.blendLinear(region.patch, under, weight, 1 - weight)
     return out
 
 
