@@ -358,6 +358,13 @@ def _run_bench_autoencoder(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_bench_dub(args: argparse.Namespace) -> int:
+    from pipeline.bench.dub import bench_dub
+
+    bench_dub(out=args.out, long_seconds=args.long_seconds)
+    return 0
+
+
 def _run_bench_prepare(args: argparse.Namespace) -> int:
     from pipeline.bench.prepare import bench_prepare
 
@@ -412,6 +419,13 @@ def build_parser() -> argparse.ArgumentParser:
     one.add_argument("--tracker", choices=["mediapipe", "face-alignment"], help=argparse.SUPPRESS)
     _add_config_args(one)
     one.set_defaults(func=_run_bench)
+    bdub = bench_sub.add_parser(
+        "dub", help="dubbing: paste-back frames/s at 512 and 1080p, dub time against the speech, peak RAM"
+    )
+    bdub.add_argument("--out", default="outputs/bench_dub", help="scratch folder")
+    bdub.add_argument("--long-seconds", dest="long_seconds", type=float, default=60.0, help="the long source")
+    bdub.set_defaults(func=_run_bench_dub)
+
     bprep = bench_sub.add_parser("prepare", help="identity preparation: frames/s end to end and peak RAM")
     bprep.add_argument("--video", help="footage (default: ../shared/data/talk_andrew_a.mp4)")
     bprep.add_argument("--no-upscaled", action="store_true", help="skip the run on a 512x512 upscaled copy")
