@@ -15,7 +15,6 @@
 
 from __future__ import annotations
 
-import itertools
 import logging
 import os
 import time
@@ -46,10 +45,9 @@ from pipeline.video_io import (
     check_output_path,
     first_frame_offset,
     probe_video,
-    read_video_frames,
 )
 from renderers import registry
-from renderers.warp.lower_face import LowerFaceConfig, LowerFaceWarp, painter_for, paste
+from renderers.warp.lower_face import ColourMatch, LowerFaceConfig, LowerFaceWarp, painter_for, paste
 from renderers.warp.mouth import OwnMouth
 
 log = logging.getLogger(__name__)
@@ -72,6 +70,12 @@ class DubConfig:
     timeline: str = "pingpong"
     """When the speech is longer than the video: pingpong (forward then backward) or loop; a shorter
     speech cuts the video (``cut`` never repeats: it holds the last frame)."""
+    start: float = 0.0
+    """Seconds into the video where the dubbed footage starts (the part before it is not used)."""
+    mouth_texture: str = "frame"
+    """Where the warp takes the lower face's pixels from: frame (each frame's own, moved to the new mouth)
+    or closed (the person's closed-mouth frame, moved into each frame: none of the old mouth shows; what
+    evaluation uses)."""
     face: str = ""
     """X,Y: a point on the speaker's face in the first frame that shows one (default: the largest face)."""
     max_turn_degrees: float = 45.0
@@ -118,6 +122,12 @@ class SourceFit:
     model: FaceModel
     offset: float = 0.0
     """How long after the file's start its first frame comes (for seeking; see :mod:`pipeline.timeline`)."""
+    first: int = 0
+    """The video frame that frame 0 here is (``DubConfig.start``)."""
+
+    def read(self, video: str | os.PathLike, fps: float, i: int) -> np.ndarray:
+        """Frame ``i`` (counted from :attr:`first`) of ``video``."""
+        return next(read_span(video, fps, self.first + i, 1, self.offset))
 
     def widest_mouth(self, min_opening: float = 0.15) -> int | None:
         """Among the usable frames where the lips part widest (the top 5%), the one facing the camera most
@@ -295,11 +305,18 @@ def dub(
 
     fps = info.fps
     length = max(1, round(speech.duration * fps))
+    first = round(config.start * fps)
+    if first >= info.num_frames - 1:
+        raise InputError(
+            f"--set start={config.start:g} is past the end of {video} ({info.num_frames / fps:.1f} s)",
+            "give a start within the video",
+        )
     # only the frames the output shows are tracked (a short speech over a long video uses its start)
-    shown = int(timeline(info.num_frames, length, config.timeline).max()) + 1
-    track = follow_face(itertools.islice(read_video_frames(video), shown), point, config.follow)
+    shown = int(timeline(info.num_frames - first, length, config.timeline).max()) + 1
+    offset = first_frame_offset(video)
+    track = follow_face(read_span(video, fps, first, shown, offset), point, config.follow)
     source = fit_source(track, config.max_turn_degrees)
-    source.offset = first_frame_offset(video)
+    source.offset, source.first = offset, first
     lap("track")
 
     frames = timeline(len(track), length, config.timeline)
@@ -353,18 +370,31 @@ def _warped_frames(
     config: DubConfig,
 ) -> Iterator[np.ndarray]:
     """The output frames of the warp path: each source frame's lower face moved to the target mouth."""
-    offset = source.offset
-    reference_frame = next(read_span(video, fps, source.reference, 1, offset))
-    painter = painter_for(reference_frame, source.points[source.reference])
+    if config.mouth_texture not in ("frame", "closed"):
+        raise InputError(f"unknown mouth_texture {config.mouth_texture!r}", "use frame or closed")
+    reference = source.reference
+    reference_frame = source.read(video, fps, reference)
+    painter = painter_for(reference_frame, source.points[reference])
     widest = source.widest_mouth()
     if widest is not None:  # the person's own teeth, tongue and cavity
-        painter = OwnMouth(next(read_span(video, fps, widest, 1, offset)), source.points[widest])
+        painter = OwnMouth(source.read(video, fps, widest), source.points[widest])
     warp = LowerFaceWarp(config.lower_face, painter)
-    for t, frame in enumerate(frames_in_order(video, frames, fps, offset)):
+    closed = config.mouth_texture == "closed"
+    colour = ColourMatch() if closed else None
+    for t, frame in enumerate(frames_in_order(video, frames + source.first, fps, source.offset)):
         i = int(frames[t])
         if strength[t] <= 0:
             yield frame
             continue
         moved = source.points[i] + source.displacement(frames[t : t + 1], target[t : t + 1])[0]
-        region = warp.warp(frame, source.points[i], moved)
-        yield frame if region is None else paste(frame, region, strength[t])
+        if closed:
+            region = warp.warp(frame, source.points[i], moved, reference_frame, source.points[reference])
+        else:
+            region = warp.warp(frame, source.points[i], moved)
+        if region is None:
+            yield frame
+            continue
+        if colour is not None:  # another frame's pixels: brought to this frame's light
+            x0, y0, x1, y1 = region.box
+            region.patch[:] = colour(region.patch, frame[y0:y1, x0:x1], region.mask)
+        yield paste(frame, region, strength[t])

@@ -30,6 +30,7 @@ from renderers import registry
 from renderers.base import load_renderer
 from renderers.training import load_training_state
 from renderers.warp.lower_face import (
+    ColourMatch,
     LowerFaceConfig,
     LowerFaceWarp,
     WarpedRegion,
@@ -89,28 +90,6 @@ class CropMap:
         return (points - self.offset) / self.scale
 
 
-class ColourMatch:
-    """A per-channel gain that brings a rendered patch to the frame's colour where both should agree (the
-    mask's soft edge), averaged over frames so it never flickers."""
-
-    def __init__(self, smoothing: float = 0.85, limits: tuple[float, float] = (0.6, 1.6)) -> None:
-        self.smoothing = smoothing
-        self.limits = limits
-        self.gain: np.ndarray | None = None
-
-    def __call__(self, patch: np.ndarray, under: np.ndarray, mask: np.ndarray) -> np.ndarray:
-        band = (mask > 0.05) & (mask < 0.9)
-        if band.sum() >= 16:
-            ours = patch[band].astype(np.float64).mean(0) + 1.0
-            theirs = under[band].astype(np.float64).mean(0) + 1.0
-            gain = np.clip(theirs / ours, *self.limits)
-            s = self.smoothing if self.gain is not None else 0.0
-            self.gain = gain if self.gain is None else s * self.gain + (1 - s) * gain
-        if self.gain is None:
-            return patch
-        return np.clip(patch.astype(np.float32) * self.gain.astype(np.float32), 0, 255).astype(np.uint8)
-
-
 def trained_frames(
     video: str | os.PathLike,
     fps: float,
@@ -129,7 +108,7 @@ def trained_frames(
     """Output frames of the trained path: each source frame with its lower face from ``ws``'s renderer."""
     fit = ws.fit()
     crop = CropMap(ws)
-    ws_frames = np.clip(np.round(frames * ws.fps / fps).astype(int), 0, ws.num_frames - 1)
+    ws_frames = np.clip(np.round((frames + source.first) * ws.fps / fps).astype(int), 0, ws.num_frames - 1)
     valid = fit.valid[ws_frames]
     if not valid.all():  # a frame the fit could not use takes the nearest one it could
         good = np.flatnonzero(fit.valid)
@@ -139,7 +118,7 @@ def trained_frames(
     heads = renderer.render(driven, progress=progress)
     outline = LowerFaceWarp(lower_face, None)
     colour = ColourMatch()
-    for t, frame in enumerate(frames_in_order(video, frames, fps, source.offset)):
+    for t, frame in enumerate(frames_in_order(video, frames + source.first, fps, source.offset)):
         head = next(heads)
         i = int(frames[t])
         if strength[t] <= 0:

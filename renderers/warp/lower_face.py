@@ -133,9 +133,20 @@ class LowerFaceWarp:
         farther = np.linalg.norm(b - mouth, axis=1) > np.linalg.norm(a - mouth, axis=1)
         return np.where(farther[:, None], b, a)
 
-    def warp(self, frame: np.ndarray, source: np.ndarray, target: np.ndarray) -> WarpedRegion | None:
+    def warp(
+        self,
+        frame: np.ndarray,
+        source: np.ndarray,
+        target: np.ndarray,
+        image: np.ndarray | None = None,
+        image_points: np.ndarray | None = None,
+    ) -> WarpedRegion | None:
         """The lower face of ``frame`` moved from landmarks ``source`` [478, 2] to ``target`` [478, 2] (frame
-        pixels; only the vertices below the nose should differ). None when the region is off the frame."""
+        pixels; only the vertices below the nose should differ). None when the region is off the frame.
+
+        With ``image`` (and its landmarks ``image_points``), the lower face's pixels are fetched from that
+        other frame of the person instead (a closed-mouth one: the frame's own mouth then never shows),
+        its still anchors placed by the similarity that takes the frame's face onto the image's."""
         h, w = frame.shape[:2]
         outline = self.outline(source, target)
         x0, y0 = np.floor(outline.min(0)).astype(int) - 2
@@ -148,7 +159,16 @@ class LowerFaceWarp:
 
         # Triangles over the target positions; each maps back to the source affinely.
         tgt = np.concatenate([target[self._moving], outline]).astype(np.float64)
-        src = np.concatenate([source[self._moving], outline]).astype(np.float64)
+        if image is None:
+            image = frame
+            src = np.concatenate([source[self._moving], outline]).astype(np.float64)
+        else:
+            rigid = [*tp.FACE_OVAL, tp.NOSE_TIP, tp.NOSE_BRIDGE]
+            m, _ = cv2.estimateAffinePartial2D(
+                source[rigid].astype(np.float32), image_points[rigid].astype(np.float32), method=cv2.LMEDS
+            )
+            anchors = outline @ m[:, :2].T + m[:, 2]
+            src = np.concatenate([image_points[self._moving], anchors]).astype(np.float64)
         tgt = tgt + np.random.default_rng(0).normal(0, 1e-3, tgt.shape)  # coincident lips stay triangulable
         tri = Delaunay(tgt)
         maps = _affines(tgt, src, tri.simplices)
@@ -168,7 +188,7 @@ class LowerFaceWarp:
         if (sw, sh) != (bw, bh):
             lookup = cv2.resize(lookup, (bw, bh), interpolation=cv2.INTER_LINEAR)
         patch = cv2.remap(
-            frame, lookup[..., 0], lookup[..., 1], cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT
+            image, lookup[..., 0], lookup[..., 1], cv2.INTER_CUBIC, borderMode=cv2.BORDER_REFLECT
         )
 
         if self.painter is not None:
@@ -188,6 +208,28 @@ def paste(frame: np.ndarray, region: WarpedRegion, strength: float = 1.0) -> np.
     under = np.ascontiguousarray(out[y0:y1, x0:x1])
     out[y0:y1, x0:x1] = cv2.blendLinear(region.patch, under, weight, 1 - weight)
     return out
+
+
+class ColourMatch:
+    """A per-channel gain that brings a rendered patch to the frame's colour where both should agree (the
+    mask's soft edge), averaged over frames so it never flickers."""
+
+    def __init__(self, smoothing: float = 0.85, limits: tuple[float, float] = (0.6, 1.6)) -> None:
+        self.smoothing = smoothing
+        self.limits = limits
+        self.gain: np.ndarray | None = None
+
+    def __call__(self, patch: np.ndarray, under: np.ndarray, mask: np.ndarray) -> np.ndarray:
+        band = (mask > 0.05) & (mask < 0.9)
+        if band.sum() >= 16:
+            ours = patch[band].astype(np.float64).mean(0) + 1.0
+            theirs = under[band].astype(np.float64).mean(0) + 1.0
+            gain = np.clip(theirs / ours, *self.limits)
+            s = self.smoothing if self.gain is not None else 0.0
+            self.gain = gain if self.gain is None else s * self.gain + (1 - s) * gain
+        if self.gain is None:
+            return patch
+        return np.clip(patch.astype(np.float32) * self.gain.astype(np.float32), 0, 255).astype(np.uint8)
 
 
 def painter_for(frame: np.ndarray, points: np.ndarray) -> MouthPainter:
