@@ -313,6 +313,17 @@ def _run_eval(args: argparse.Namespace) -> int:
     check_range(config.max_frames, "--max-frames", 1, 1_000_000)
     if args.out:
         check_output_folder(args.out)
+    if args.dub:
+        from pipeline.evaluate_dub import evaluate_dub, format_dub_report
+
+        if args.on:
+            raise UserError("--dub evaluates on the identity's own held-out footage", "leave --on out")
+        renderer = args.renderer or "warp"
+        dubbed = evaluate_dub(args.identity, args.workspace, renderer, config.max_frames, args.out)
+        print(format_dub_report(dubbed))
+        return 0
+    if config.renderer == "warp":
+        raise UserError("the warp renderer is not trained: eval measures it only with --dub", "add --dub")
     report = evaluate_identity(
         args.identity, args.workspace, on=args.on, config=config, out=args.out, progress=not args.quiet
     )
@@ -559,7 +570,14 @@ def build_parser() -> argparse.ArgumentParser:
 
     ev = sub.add_parser("eval", help="measure a trained identity on held-out footage: images and lip sync")
     _add_identity_args(ev, "trained")
-    ev.add_argument("--renderer", choices=registry.trainable_names(), help="trained renderer (default nerf)")
+    ev.add_argument(
+        "--renderer",
+        choices=("warp", *registry.trainable_names()),
+        help="trained renderer (default nerf; with --dub also warp, its default)",
+    )
+    ev.add_argument(
+        "--dub", action="store_true", help="dub the held-out footage with its own speech and measure that"
+    )
     ev.add_argument(
         "--on", help="another prepared clip of the same person (identity name) to evaluate on, all of it"
     )

@@ -71,7 +71,7 @@ class EvalConfig:
     """Audio-to-motion settings for the audio-driven pass."""
 
 
-def _held_out_frames(model_ws: Workspace, target: Workspace, limit: int) -> np.ndarray:
+def held_out_frames(model_ws: Workspace, target: Workspace, limit: int) -> np.ndarray:
     """The evaluated frames of ``target``: its held-out part when it is the training workspace, else all
     of it; the longest valid run from the start, at most ``limit`` frames."""
     split = "holdout" if target.path == model_ws.path else None
@@ -125,7 +125,7 @@ def _widest_openings(opening: np.ndarray, count: int, gap: int) -> list[int]:
     return sorted(picked)
 
 
-def _sheet(rows: list[tuple[str, list[np.ndarray]]], path: Path) -> None:
+def sheet(rows: list[tuple[str, list[np.ndarray]]], path: Path) -> None:
     """A grid: one labelled row per pass, one column per frame."""
     cells = []
     for label, images in rows:
@@ -136,7 +136,7 @@ def _sheet(rows: list[tuple[str, list[np.ndarray]]], path: Path) -> None:
     write_png(path, np.concatenate(cells, 0))
 
 
-def _plot_mouth(curves: dict[str, np.ndarray], fps: float, path: Path, title: str) -> None:
+def plot_mouth(curves: dict[str, np.ndarray], fps: float, path: Path, title: str) -> None:
     import matplotlib
 
     matplotlib.use("Agg")
@@ -192,7 +192,7 @@ def evaluate_identity(
     fit = target.fit()
     overrides = {name: getattr(config, name) for name in ("resolution", "steps") if getattr(config, name)}
     renderer = load_renderer(model_dir, render=overrides, focal=fit.focal)  # the camera of the clip
-    frames = _held_out_frames(model_ws, target, config.max_frames)
+    frames = held_out_frames(model_ws, target, config.max_frames)
     lpips = LPIPS.load() if config.lpips and available() else None
     report_dir = (
         Path(out)
@@ -251,7 +251,7 @@ def evaluate_identity(
 
     picks = np.linspace(0, len(frames) - 1, min(config.sheet_frames, len(frames))).round().astype(int)
     small = lambda images: [cv2.resize(images[k], (192, 192), interpolation=cv2.INTER_AREA) for k in picks]
-    _sheet(
+    sheet(
         [
             ("real", small(real)),
             ("reenacted: tracked motion", small(reenacted)),
@@ -265,7 +265,7 @@ def evaluate_identity(
         cv2.resize(metrics.crop(images[k], box), (160, 160), interpolation=cv2.INTER_CUBIC)
         for k, box in zip(wide, boxes, strict=True)
     ]
-    _sheet(
+    sheet(
         [
             ("real: the widest-open mouths of the clip", mouths(real)),
             ("reenacted", mouths(reenacted)),
@@ -273,7 +273,7 @@ def evaluate_identity(
         ],
         report_dir / "mouths.png",
     )
-    _plot_mouth(opening, target.fps, report_dir / "mouth.png", f"{identity} on {target.path.name}")
+    plot_mouth(opening, target.fps, report_dir / "mouth.png", f"{identity} on {target.path.name}")
     if config.video:
         with VideoWriter(
             report_dir / "side_by_side.mp4", target.fps, (2 * target.size, target.size), audio=speech

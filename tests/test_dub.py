@@ -332,3 +332,21 @@ def test_own_mouth_keeps_upper_teeth_on_the_upper_lip(face_points):
     assert np.array_equal(
         frame[: int(upper[:, 1].min()) - 2], np.full_like(frame[: int(upper[:, 1].min()) - 2], 128)
     )
+
+
+@pytest.mark.slow
+def test_eval_dub_measures_the_held_out_footage(prepared, tmp_path, capsys):
+    import json
+
+    out = tmp_path / "report"
+    code = main(["eval", "--identity", prepared.name, "--workspace", str(prepared.path.parent), "--dub",
+                 "--out", str(out), "-q"])  # fmt: skip
+    assert code == 0
+    report = json.loads((out / "report.json").read_text())
+    assert report["renderer"] == "warp"
+    assert 20 < report["psnr"] < 100 and 0.5 < report["ssim"] <= 1
+    assert report["psnr_mouth"] < report["psnr"]  # the mouth is where the dub differs
+    assert np.isfinite(report["lmd_mouth_px_at_512"]) and -1 <= report["mouth_opening_correlation"] <= 1
+    for name in ("frames.png", "mouths.png", "mouth.png", "side_by_side.mp4", "dubbed.mp4"):
+        assert (out / name).is_file(), name
+    assert "mouth-opening correlation" in capsys.readouterr().out
