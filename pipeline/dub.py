@@ -19,6 +19,7 @@ import logging
 import os
 import time
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -314,13 +315,17 @@ def dub(
     # only the frames the output shows are tracked (a short speech over a long video uses its start)
     shown = int(timeline(info.num_frames - first, length, config.timeline).max()) + 1
     offset = first_frame_offset(video)
-    track = follow_face(read_span(video, fps, first, shown, offset), point, config.follow)
-    source = fit_source(track, config.max_turn_degrees)
-    source.offset, source.first = offset, first
-    lap("track")
+    with ThreadPoolExecutor(1) as pool:  # the speech is analysed while the face is followed
+        speech_motion = pool.submit(
+            audio_to_motion, speech, fps, num_frames=length, transcript=transcript, config=config.motion
+        )
+        track = follow_face(read_span(video, fps, first, shown, offset), point, config.follow)
+        source = fit_source(track, config.max_turn_degrees)
+        source.offset, source.first = offset, first
+        lap("track")
+        motion = speech_motion.result()
 
     frames = timeline(len(track), length, config.timeline)
-    motion = audio_to_motion(speech, fps, num_frames=length, transcript=transcript, config=config.motion)
     names = source.model.names
     target = mouth_expression(
         motion.with_names(names).expression, names, source, frames, config.match_identity_range
