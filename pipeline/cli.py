@@ -375,9 +375,11 @@ def build_parser() -> argparse.ArgumentParser:
     one.add_argument("--tracker", choices=["mediapipe", "face-alignment"], help=argparse.SUPPRESS)
     _add_config_args(one)
     one.set_defaults(func=_run_bench)
-    bprep = bench_sub.add_parser("prepare", help="identity preparation: frames/s end to end and peak RAM")
+    bprep = bench_sub.add_parser(
+        "prepare", help="identity preparation: frames/s end to end, peak RAM, wall over a bare face-mesh pass"
+    )
     bprep.add_argument("--video", help="footage (default: ../shared/data/talk_andrew_a.mp4)")
-    bprep.add_argument("--no-upscaled", action="store_true", help="skip the run on a 512x512 upscaled copy")
+    bprep.add_argument("--no-upscaled", action="store_true", help="skip the upscaled and 1920x1080 copies")
     bprep.add_argument("--out", default="outputs/bench_prepare", help="scratch workspace root")
     bprep.add_argument("--size", type=int, help="workspace frame size (default 512)")
     bprep.add_argument("--fps", type=float, help=argparse.SUPPRESS)

@@ -232,18 +232,7 @@ class Preparer:
         }
 
     def _filters(self, start: int) -> str:
-        crop = self.ws.info["crop"]
-        size = self.config.size
-        side = crop["side"]
-        flags = "area" if side >= size else "bicubic"
-        parts = [f"fps={self.config.fps!r}"]
-        if start:
-            parts.append(f"select=gte(n\\,{start})")
-        src = self.ws.info["source"]["video"]
-        if side > min(src["width"], src["height"]):  # smaller than the square: pad by edge replication
-            parts.append(f"pad={side}:{side}:(ow-iw)/2:(oh-ih)/2")
-        parts += [f"crop={side}:{side}:{crop['x']}:{crop['y']}", f"scale={size}:{size}:flags={flags}"]
-        return ",".join(parts)
+        return frame_filters(self.ws.info, self.config.size, self.config.fps, start)
 
     # ---- 2. frames ---------------------------------------------------------------------------------
     def _chunk_name(self, index: int) -> str:
@@ -514,6 +503,23 @@ class Preparer:
         write_report(self.ws)
         for name in REPORT_FILES:
             self.ws.record((self.ws.report_dir / name).relative_to(self.ws.path).as_posix(), "report")
+
+
+def frame_filters(info: dict[str, Any], size: int, fps: float, start: int = 0) -> str:
+    """The ffmpeg filter chain that turns the source video into the workspace's frames, from frame
+    ``start`` on: resample to ``fps``, crop the square of ``info["crop"]`` (``info`` is a workspace's
+    record, with its source), scale to ``size``."""
+    crop = info["crop"]
+    side = crop["side"]
+    flags = "area" if side >= size else "bicubic"
+    parts = [f"fps={fps!r}"]
+    if start:
+        parts.append(f"select=gte(n\\,{start})")
+    src = info["source"]["video"]
+    if side > min(src["width"], src["height"]):  # smaller than the square: pad by edge replication
+        parts.append(f"pad={side}:{side}:(ow-iw)/2:(oh-ih)/2")
+    parts += [f"crop={side}:{side}:{crop['x']}:{crop['y']}", f"scale={size}:{size}:flags={flags}"]
+    return ",".join(parts)
 
 
 def _progress_bar(enabled: bool, total: int, initial: int, desc: str):
