@@ -1,6 +1,9 @@
-"""``bench prepare``'s comparison with a bare face-mesh pass."""
+"""``bench prepare``'s comparison with a bare face-mesh pass, and the prepare audio analysis run beside it."""
 
 from __future__ import annotations
+
+import numpy as np
+import pytest
 
 from pipeline.bench.prepare import ratio_line
 from pipeline.prepare import frame_filters
@@ -25,3 +28,27 @@ def test_prepare_bare_pass_decodes_the_frames_prepare_stores():
         "fps=25.0,select=gte(n\\,100),pad=300:300:(ow-iw)/2:(oh-ih)/2,crop=300:300:0:0,"
         "scale=512:512:flags=bicubic"
     )
+
+
+@pytest.mark.parametrize("frames", [40, 55])
+def test_prepare_audio_job_gives_the_features_computed_in_place(demo_speech, frames):
+    from motion.audio import load_audio
+    from motion.speech_features import compute_speech_features
+    from pipeline.prepare_audio import AudioJob
+
+    audio, analysis = AudioJob(demo_speech, 60.0).result()
+    here = load_audio(demo_speech, max_seconds=60.0)
+    np.testing.assert_array_equal(audio.samples, here.samples)
+    assert audio.rate == here.rate
+    want = compute_speech_features(here, 25.0, frames)
+    got = analysis.for_frames(25.0, frames)
+    np.testing.assert_array_equal(got.mel, want.mel)
+    np.testing.assert_array_equal(got.phones, want.phones)
+
+
+def test_prepare_audio_job_that_fails_returns_none(tmp_path):
+    from pipeline.prepare_audio import AudioJob
+
+    bad = tmp_path / "not_audio.wav"
+    bad.write_bytes(b"nothing")
+    assert AudioJob(bad, 60.0).result() is None
