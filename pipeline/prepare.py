@@ -44,7 +44,7 @@ from motion.audio import SAMPLE_RATE, Audio, load_audio
 from motion.clip_fit import ClipFitConfig, fit_clip
 from motion.tracker import FaceLandmarks, MediapipeTracker
 from pipeline.framing import square_around_face
-from pipeline.video_io import VideoInfo, probe_video, read_video_frames
+from pipeline.video_io import VideoInfo, probe_video, read_ahead, read_video_frames
 from pipeline.workspace import (
     CONFIG_FILE,
     IDENTITY_FILE,
@@ -227,13 +227,21 @@ class Preparer:
         step = max(1, info.num_frames // self.config.crop_samples)
         scale = min(1.0, 640.0 / max(info.width, info.height))
         sw, sh = max(2, round(info.width * scale / 2) * 2), max(2, round(info.height * scale / 2) * 2)
-        tracker = MediapipeTracker(video=False, max_faces=4)
+        # the samples decode while the face mesh loads
+        frames = read_ahead(
+            read_video_frames(self.video, (sw, sh), filters=f"select=not(mod(n\\,{step}))"),
+            depth=self.config.crop_samples + 1,
+        )
         samples: list[list[FaceLandmarks]] = []
         try:
-            for frame in read_video_frames(self.video, (sw, sh), filters=f"select=not(mod(n\\,{step}))"):
-                samples.append(tracker.detect(frame))
+            tracker = MediapipeTracker(video=False, max_faces=4)
+            try:
+                for frame in frames:
+                    samples.append(tracker.detect(frame))
+            finally:
+                tracker.close()
         finally:
-            tracker.close()
+            frames.close()
         with_face = [faces for faces in samples if faces]
         if len(with_face) < (1 - self.config.max_faceless) * max(len(samples), 1):
             raise NoFaceError(
@@ -348,8 +356,14 @@ class Preparer:
         start = first * cfg.chunk_size
         src = self.ws.info["source"]["video"]
         expected = round(src["num_frames"] / src["fps"] * cfg.fps) if src["fps"] else 0
-        tracker = MediapipeTracker(video=True, max_faces=2)
-        segmenter = PersonSegmenter()
+        # decoding starts while the face mesh and the segmenter load, and runs a few frames ahead
+        decoded = read_ahead(read_video_frames(self.video, filters=self._filters(start)), depth=4)
+        try:
+            tracker = MediapipeTracker(video=True, max_faces=2)
+            segmenter = PersonSegmenter()
+        except BaseException:
+            decoded.close()
+            raise
         builder = MaskBuilder(cfg.size)
         bar = _progress_bar(self.progress, expected, start, "frames")
         chunk_index = first
@@ -406,7 +420,6 @@ class Preparer:
         # most of their work, so they overlap.
         side_pool = ThreadPoolExecutor(1)
         mask_pool = ThreadPoolExecutor(1)
-        decoded = read_video_frames(self.video, filters=self._filters(start))
         try:
             for rgb in decoded:
                 side_job = side_pool.submit(segment_and_encode, rgb)

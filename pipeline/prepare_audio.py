@@ -26,7 +26,7 @@ from motion.speech_features import SpeechAnalysis
 
 log = logging.getLogger(__name__)
 
-NICENESS = 5
+NICENESS = 10
 """How much lower the analysis runs than the preparation (it has until the audio step to finish)."""
 
 

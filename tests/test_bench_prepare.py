@@ -52,3 +52,39 @@ def test_prepare_audio_job_that_fails_returns_none(tmp_path):
     bad = tmp_path / "not_audio.wav"
     bad.write_bytes(b"nothing")
     assert AudioJob(bad, 60.0).result() is None
+
+
+def test_read_ahead_gives_every_frame_in_order_and_stops_when_closed():
+    from pipeline.video_io import read_ahead
+
+    closed = []
+
+    def frames():
+        try:
+            yield from range(50)
+        finally:
+            closed.append(True)
+
+    assert list(read_ahead(frames(), depth=3)) == list(range(50))
+    assert closed == [True]
+    early = read_ahead(frames(), depth=3)
+    assert next(early) == 0
+    early.close()
+    assert closed == [True, True]
+    unread = read_ahead(frames(), depth=3)
+    unread.close()  # before reading anything
+    assert closed == [True, True, True]
+
+
+def test_read_ahead_raises_the_error_of_the_frames_to_the_reader():
+    from common.errors import InputError
+    from pipeline.video_io import read_ahead
+
+    def frames():
+        yield 1
+        raise InputError("cannot read video x", "give a video file ffmpeg can decode")
+
+    reader = read_ahead(frames(), depth=2)
+    assert next(reader) == 1
+    with pytest.raises(InputError, match="cannot read video"):
+        next(reader)
