@@ -5,7 +5,8 @@ The bare pass (``python -m pipeline.bench.prepare VIDEO FILTERS``) is a fresh pr
 tracker and the video reader, builds ``MediapipeTracker(video=True, max_faces=1)``, decodes the frames
 prepare stores (the same ffmpeg crop and scale, :func:`pipeline.prepare.frame_filters`) and runs the face
 mesh on each. Both sides are timed the same way, from process start to exit (Python start-up, imports and
-model loading included); the bare process also reports its decode + face-mesh loop alone.
+model loading included, the interpreter's teardown left out on both); the bare process also reports its
+decode + face-mesh loop alone.
 """
 
 from __future__ import annotations
@@ -194,4 +195,5 @@ def bench_prepare(
 
 
 if __name__ == "__main__":
-    print(json.dumps(face_mesh_pass(sys.argv[1], sys.argv[2])))
+    print(json.dumps(face_mesh_pass(sys.argv[1], sys.argv[2])), flush=True)
+    os._exit(0)  # no interpreter teardown, as after prepare (pipeline.cli.run)
