@@ -219,7 +219,11 @@ class Preparer:
         source = self._audio_source()
         if source is None or self.ws.step_done("audio"):
             return None
-        return AudioJob(source, self.config.max_seconds + 60)
+        try:
+            return AudioJob(source, self.config.max_seconds + 60)
+        except OSError as error:  # no Python to start (an embedded interpreter): the step does it in place
+            log.debug("the speech analysis could not start beside preparation: %s", error)
+            return None
 
     # ---- 1. crop -----------------------------------------------------------------------------------
     def _step_crop(self) -> None:

@@ -17,6 +17,7 @@ import os
 import subprocess
 import sys
 import tempfile
+import zipfile
 from pathlib import Path
 
 import numpy as np
@@ -40,24 +41,31 @@ class AudioJob:
         root = str(Path(__file__).resolve().parents[1])  # this copy of the project, whatever the venv holds
         env = {
             **os.environ,
-            "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]).rstrip(":"),
+            "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")]).rstrip(os.pathsep),
         }
-        self._proc = subprocess.Popen(
-            cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env
-        )
+        self._log = Path(self._dir.name) / "job.log"
+        with open(self._log, "wb") as log_file:  # a file, not a pipe: a chatty job can never block on it
+            self._proc = subprocess.Popen(
+                cmd, stdin=subprocess.DEVNULL, stdout=subprocess.DEVNULL, stderr=log_file, env=env
+            )
 
     def result(self) -> tuple[Audio, SpeechAnalysis] | None:
         """The decoded audio and its analysis, or None when the job failed (the caller does it in place,
         where a bad file raises its usual error)."""
         try:
-            _, err = self._proc.communicate()
+            self._proc.wait()
             if self._proc.returncode != 0 or not self._out.is_file():
-                log.debug("the background speech analysis failed: %s", err.decode(errors="replace")[-500:])
+                err = self._log.read_text(errors="replace") if self._log.is_file() else ""
+                log.debug("the background speech analysis failed: %s", err[-500:])
                 return None
-            with np.load(self._out, allow_pickle=False) as data:
-                audio = Audio(data["samples"], int(data["rate"]))
-                rows = data["rows"] if bool(data["has_rows"]) else None
-                return audio, SpeechAnalysis(float(data["duration"]), data["mel"], rows)
+            try:
+                with np.load(self._out, allow_pickle=False) as data:
+                    audio = Audio(data["samples"], int(data["rate"]))
+                    rows = data["rows"] if bool(data["has_rows"]) else None
+                    return audio, SpeechAnalysis(float(data["duration"]), data["mel"], rows)
+            except (OSError, ValueError, KeyError, zipfile.BadZipFile) as error:
+                log.debug("the background speech analysis left an unreadable result: %s", error)
+                return None
         finally:
             self.close()
 
@@ -66,8 +74,6 @@ class AudioJob:
         if self._proc.poll() is None:
             self._proc.kill()
             self._proc.wait()
-        if self._proc.stderr is not None:
-            self._proc.stderr.close()
         self._dir.cleanup()
 
 
