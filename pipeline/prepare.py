@@ -58,9 +58,9 @@ from pipeline.workspace import (
 log = logging.getLogger(__name__)
 
 MIN_SIDE = 64
+MAX_SIDE = 8192
 _FRAMES_IN_WORK = 8
 """How far the face mesh may run ahead of the masks, in frames (bounds the frames held in memory)."""
-MAX_SIDE = 8192
 
 
 @dataclass
@@ -191,8 +191,8 @@ class Preparer:
         try:
             for step in STEPS:
                 if step == "frames" and not all(self.ws.step_done(s) for s in ("tracking", "report")):
-                    # the modules of the later steps load while the frames are tracked (their Python work
-                    # takes the GIL only while the face mesh, which releases it, runs)
+                    # the modules of the later steps load while the frames are tracked (an import holds
+                    # the GIL; the face mesh, the segmenter and ffmpeg leave it free most of the time)
                     preload = threading.Thread(
                         target=_preload_later_steps, name="prepare-preload", daemon=True
                     )
