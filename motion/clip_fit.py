@@ -20,18 +20,20 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from functools import lru_cache
+from typing import TYPE_CHECKING
 
 import numpy as np
-import torch
 
 from common.errors import InputError
 from common.files import save_npz
 from motion import topology as tp
 from motion.blendshapes import EXPRESSION_INDEX, EXPRESSION_NAMES
-from motion.camera import project_points
 from motion.face_model import RIGID_POINTS, FaceModel, build_expression_basis, eye_aperture, rigid_weights
 from motion.geometry import matrix_to_axis_angle
 from motion.sequence import POSE_CAMERA, MotionSequence
+
+if TYPE_CHECKING:  # torch loads only when a fit is made or projected (a second of start-up otherwise)
+    import torch
 
 TRACKING_SCHEMA_VERSION = 1
 """Version of the ``tracking.npz`` layout (:meth:`ClipFit.save`)."""
@@ -181,6 +183,8 @@ class ClipFit:
 
     def project(self, frames: np.ndarray | slice | None = None) -> np.ndarray:
         """Pixels [T, 478, 2] of the fitted, posed, expressed model for the given frames."""
+        from motion.camera import project_points
+
         sel = slice(None) if frames is None else frames
         verts = FaceModel(self.shape).vertices(self.expression[sel])
         return project_points(
@@ -250,6 +254,10 @@ def fit_clip(
         config: settings.
         progress: optional callable(fraction) for progress reporting.
     """
+    import torch
+
+    from motion.camera import project_points
+
     cfg = config or ClipFitConfig()
     pts = np.asarray(landmarks, np.float64)
     valid = np.asarray(valid, bool)
@@ -400,6 +408,8 @@ def fit_clip(
 def _adam_step(moments, step_sizes, i: int, decay: float, betas=(0.9, 0.999), eps: float = 1e-8) -> None:
     """One Adam update of each parameter with its own step size times ``decay`` (kept here rather than
     ``torch.optim.Adam`` because that one imports the compiler stack, a second and a half per process)."""
+    import torch
+
     with torch.no_grad():
         for p, lr in step_sizes.items():
             m, v = moments[p]
@@ -411,6 +421,8 @@ def _adam_step(moments, step_sizes, i: int, decay: float, betas=(0.9, 0.999), ep
 
 
 def _frame_rms(rotvec, translation, expr, neutral, basis, log_focal, target, image_size) -> torch.Tensor:
+    from motion.camera import project_points
+
     verts = neutral + (expr @ basis).view(len(expr), -1, 3)
     proj = project_points(verts, rotvec, translation, log_focal.exp(), image_size)
     return ((proj - target) ** 2).sum(-1).mean(-1).sqrt()
@@ -484,6 +496,8 @@ def per_frame_pnp(fit: ClipFit, landmarks: np.ndarray, valid: np.ndarray) -> tup
 
 def rotation_jitter_deg(rotation: np.ndarray, valid: np.ndarray) -> float:
     """RMS second difference of head rotation over consecutive valid frames, in degrees."""
+    import torch
+
     r = torch.as_tensor(np.asarray(rotation, np.float64))
     d2 = _second_difference(r, torch.as_tensor(np.asarray(valid, bool))).numpy()
     ok = valid[2:] & valid[1:-1] & valid[:-2]

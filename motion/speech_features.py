@@ -361,12 +361,22 @@ def phone_posteriors(audio: Audio, fps: float, num_frames: int, transcript: str 
         raise ValueError(f"fps must be positive, got {fps}")
     if num_frames < 0:
         raise ValueError(f"num_frames must be >= 0, got {num_frames}")
-    if audio.duration <= 0:
+    rows = _analysis_posteriors(audio, transcript) if audio.duration > 0 else None
+    return _phones_over_frames(rows, audio.duration, fps, num_frames)
+
+
+def _phones_over_frames(rows: np.ndarray | None, duration: float, fps: float, num_frames: int) -> np.ndarray:
+    """float32 [num_frames, P] from the 10 ms posteriors ``rows`` of ``duration`` seconds of audio (None, or
+    no audio: silence)."""
+    if not fps > 0:
+        raise ValueError(f"fps must be positive, got {fps}")
+    if num_frames < 0:
+        raise ValueError(f"num_frames must be >= 0, got {num_frames}")
+    if duration <= 0 or rows is None:
         silence = np.zeros((num_frames, len(PHONES)), np.float32)
         silence[:, _SIL] = 1.0
         return silence
-    rows = _analysis_posteriors(audio, transcript)
-    return _average_over_frames(rows, FRAME_RATE, audio.duration, fps, num_frames).astype(np.float32)
+    return _average_over_frames(rows, FRAME_RATE, duration, fps, num_frames).astype(np.float32)
 
 
 # ---- the stored features ---------------------------------------------------------------------------------
@@ -474,6 +484,40 @@ class SpeechFeatures:
             raise InputError(f"cannot read speech features from {path} ({error})", fix) from error
 
 
+@dataclass
+class SpeechAnalysis:
+    """The part of the speech features that does not depend on the video: what :func:`analyse_speech`
+    computes, before :meth:`for_frames` lays it over the video frames.
+
+    Attributes:
+        duration: seconds of audio analysed.
+        mel: float32 [M, n_mels] log-mel spectrogram (:func:`log_mel`).
+        rows: float64 [K, P] phone posteriors on 10 ms bins, or None when there was no audio to decode.
+    """
+
+    duration: float
+    mel: np.ndarray
+    rows: np.ndarray | None
+
+    def for_frames(self, fps: float, num_frames: int) -> SpeechFeatures:
+        """The speech features for ``num_frames`` video frames at ``fps``."""
+        return SpeechFeatures(
+            fps=fps,
+            num_frames=num_frames,
+            mel=self.mel,
+            phones=_phones_over_frames(self.rows, self.duration, fps, num_frames),
+            mel_rate=MEL_RATE,
+            phone_names=PHONES,
+        )
+
+
+def analyse_speech(audio: Audio, transcript: str | None = None) -> SpeechAnalysis:
+    """Log-mel spectrogram and 10 ms phone posteriors of ``audio`` (the slow part of
+    :func:`compute_speech_features`, which needs no video frame count)."""
+    rows = _analysis_posteriors(audio, transcript) if audio.duration > 0 else None
+    return SpeechAnalysis(audio.duration, log_mel(audio), rows)
+
+
 def compute_speech_features(
     audio: Audio, fps: float, num_frames: int, transcript: str | None = None
 ) -> SpeechFeatures:
@@ -481,11 +525,8 @@ def compute_speech_features(
 
     See :func:`log_mel` (80 bands, 10 ms hop) and :func:`phone_posteriors`.
     """
-    return SpeechFeatures(
-        fps=fps,
-        num_frames=num_frames,
-        mel=log_mel(audio),
-        phones=phone_posteriors(audio, fps, num_frames, transcript),
-        mel_rate=MEL_RATE,
-        phone_names=PHONES,
-    )
+    if not fps > 0:
+        raise ValueError(f"fps must be positive, got {fps}")
+    if num_frames < 0:
+        raise ValueError(f"num_frames must be >= 0, got {num_frames}")
+    return analyse_speech(audio, transcript).for_frames(fps, num_frames)

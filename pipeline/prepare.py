@@ -25,10 +25,12 @@ import hashlib
 import logging
 import os
 import shutil
+import threading
 import time
 import wave
+from collections import deque
 from collections.abc import Callable
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -42,7 +44,7 @@ from motion.audio import SAMPLE_RATE, Audio, load_audio
 from motion.clip_fit import ClipFitConfig, fit_clip
 from motion.tracker import FaceLandmarks, MediapipeTracker
 from pipeline.framing import square_around_face
-from pipeline.video_io import VideoInfo, probe_video, read_video_frames
+from pipeline.video_io import VideoInfo, probe_video, read_ahead, read_video_frames
 from pipeline.workspace import (
     CONFIG_FILE,
     IDENTITY_FILE,
@@ -57,6 +59,8 @@ log = logging.getLogger(__name__)
 
 MIN_SIDE = 64
 MAX_SIDE = 8192
+_FRAMES_IN_WORK = 8
+"""How far the face mesh may run ahead of the masks, in frames (bounds the frames held in memory)."""
 
 
 @dataclass
@@ -160,6 +164,8 @@ class Preparer:
         self.progress = progress
         self.on_chunk = on_chunk
         self.timings: dict[str, float] = dict(ws.info.get("timings", {}))
+        self._audio_job = None
+        self._plate: Future[tuple[np.ndarray, np.ndarray, float]] | None = None
 
     def _timed(self, step: str, fn: Callable[[], Any]) -> None:
         if self.ws.step_done(step):
@@ -180,9 +186,44 @@ class Preparer:
         self.ws.save_info()
 
     def run(self) -> Workspace:
-        for step in STEPS:
-            self._timed(step, getattr(self, f"_step_{step}"))
+        self._audio_job = self._start_audio_job()
+        preload: threading.Thread | None = None
+        try:
+            for step in STEPS:
+                if step == "frames" and not all(self.ws.step_done(s) for s in ("tracking", "report")):
+                    # the modules of the later steps load while the frames are tracked (an import holds
+                    # the GIL; the face mesh, the segmenter and ffmpeg leave it free most of the time)
+                    preload = threading.Thread(
+                        target=_preload_later_steps, name="prepare-preload", daemon=True
+                    )
+                    preload.start()
+                if step == "tracking" and preload is not None:
+                    preload.join()
+                self._timed(step, getattr(self, f"_step_{step}"))
+        finally:
+            if self._audio_job is not None:
+                self._audio_job.close()
         return self.ws
+
+    def _audio_source(self) -> Path | None:
+        """The speech the audio step analyses, or None when there is none."""
+        if self.audio_path is not None:
+            return self.audio_path
+        return self.video if self.ws.info["source"]["video"]["has_audio"] else None
+
+    def _start_audio_job(self):
+        """The audio step's analysis, started now in another process when that step is to run
+        (:mod:`pipeline.prepare_audio`), else None."""
+        from pipeline.prepare_audio import AudioJob
+
+        source = self._audio_source()
+        if source is None or self.ws.step_done("audio"):
+            return None
+        try:
+            return AudioJob(source, self.config.max_seconds + 60)
+        except OSError as error:  # no Python to start (an embedded interpreter): the step does it in place
+            log.debug("the speech analysis could not start beside preparation: %s", error)
+            return None
 
     # ---- 1. crop -----------------------------------------------------------------------------------
     def _step_crop(self) -> None:
@@ -190,13 +231,21 @@ class Preparer:
         step = max(1, info.num_frames // self.config.crop_samples)
         scale = min(1.0, 640.0 / max(info.width, info.height))
         sw, sh = max(2, round(info.width * scale / 2) * 2), max(2, round(info.height * scale / 2) * 2)
-        tracker = MediapipeTracker(video=False, max_faces=4)
+        # the samples decode while the face mesh loads
+        frames = read_ahead(
+            read_video_frames(self.video, (sw, sh), filters=f"select=not(mod(n\\,{step}))"),
+            depth=self.config.crop_samples + 1,
+        )
         samples: list[list[FaceLandmarks]] = []
         try:
-            for frame in read_video_frames(self.video, (sw, sh), filters=f"select=not(mod(n\\,{step}))"):
-                samples.append(tracker.detect(frame))
+            tracker = MediapipeTracker(video=False, max_faces=4)
+            try:
+                for frame in frames:
+                    samples.append(tracker.detect(frame))
+            finally:
+                tracker.close()
         finally:
-            tracker.close()
+            frames.close()
         with_face = [faces for faces in samples if faces]
         if len(with_face) < (1 - self.config.max_faceless) * max(len(samples), 1):
             raise NoFaceError(
@@ -232,18 +281,7 @@ class Preparer:
         }
 
     def _filters(self, start: int) -> str:
-        crop = self.ws.info["crop"]
-        size = self.config.size
-        side = crop["side"]
-        flags = "area" if side >= size else "bicubic"
-        parts = [f"fps={self.config.fps!r}"]
-        if start:
-            parts.append(f"select=gte(n\\,{start})")
-        src = self.ws.info["source"]["video"]
-        if side > min(src["width"], src["height"]):  # smaller than the square: pad by edge replication
-            parts.append(f"pad={side}:{side}:(ow-iw)/2:(oh-ih)/2")
-        parts += [f"crop={side}:{side}:{crop['x']}:{crop['y']}", f"scale={size}:{size}:flags={flags}"]
-        return ",".join(parts)
+        return frame_filters(self.ws.info, self.config.size, self.config.fps, start)
 
     # ---- 2. frames ---------------------------------------------------------------------------------
     def _chunk_name(self, index: int) -> str:
@@ -322,11 +360,18 @@ class Preparer:
         start = first * cfg.chunk_size
         src = self.ws.info["source"]["video"]
         expected = round(src["num_frames"] / src["fps"] * cfg.fps) if src["fps"] else 0
-        tracker = MediapipeTracker(video=True, max_faces=2)
-        segmenter = PersonSegmenter()
+        # decoding starts while the face mesh and the segmenter load, and runs a few frames ahead
+        decoded = read_ahead(read_video_frames(self.video, filters=self._filters(start)), depth=4)
+        try:
+            tracker = MediapipeTracker(video=True, max_faces=2)
+            segmenter = PersonSegmenter()
+        except BaseException:
+            decoded.close()
+            raise
         builder = MaskBuilder(cfg.size)
         bar = _progress_bar(self.progress, expected, start, "frames")
         chunk_index = first
+        pending: deque[Future[tuple[bytes, bytes]]] = deque()  # frames whose JPEG and masks are being made
         jpegs: list[bytes] = []
         masks: list[bytes] = []
         marks: list[np.ndarray] = []
@@ -335,8 +380,16 @@ class Preparer:
         previous: np.ndarray | None = None
         empty = np.zeros((478, 3), np.float32)
 
+        def collect(keep: int) -> None:
+            """Wait for the oldest frames in work until at most ``keep`` remain."""
+            while len(pending) > keep:
+                jpeg, mask = pending.popleft().result()
+                jpegs.append(jpeg)
+                masks.append(mask)
+
         def flush() -> None:
             nonlocal chunk_index, previous
+            collect(0)
             write_chunk(
                 self.ws.chunk_path(chunk_index),
                 chunk_index * cfg.chunk_size,
@@ -352,7 +405,7 @@ class Preparer:
                 buf.clear()
             chunk_index += 1
             tracker.reset()
-            builder.reset()
+            builder.reset()  # no frame is in work now: the mask thread is idle
             previous = None
             if self.on_chunk is not None:
                 self.on_chunk(chunk_index)
@@ -360,33 +413,43 @@ class Preparer:
         def segment_and_encode(rgb: np.ndarray) -> tuple[np.ndarray, bytes]:
             return segmenter.segment(rgb), encode_frame(rgb, cfg.jpeg_quality)
 
-        # Segmentation and JPEG encoding run beside the face mesh (both release the GIL): ~35% faster.
-        pool = ThreadPoolExecutor(1)
-        decoded = read_video_frames(self.video, filters=self._filters(start))
+        def build_masks(
+            rgb: np.ndarray, side_job: Future[tuple[np.ndarray, bytes]], points: np.ndarray | None
+        ) -> tuple[bytes, bytes]:
+            person, jpeg = side_job.result()
+            return jpeg, encode_masks(builder.build(rgb, person, points))
+
+        # The face mesh runs on this thread; segmentation and JPEG encoding on one beside it, the masks
+        # (which need both, and the previous frame's: in order) on a third. All three release the GIL for
+        # most of their work, so they overlap.
+        side_pool = ThreadPoolExecutor(1)
+        mask_pool = ThreadPoolExecutor(1)
         try:
             for rgb in decoded:
-                side_job = pool.submit(segment_and_encode, rgb)
+                side_job = side_pool.submit(segment_and_encode, rgb)
                 faces = tracker.detect(rgb)
                 face = _pick_face(faces, previous, cfg.size)
                 previous = None if face is None else face.points[:, :2].mean(0)
-                person, jpeg = side_job.result()
-                m = builder.build(rgb, person, None if face is None else face.points[:, :2])
-                jpegs.append(jpeg)
-                masks.append(encode_masks(m))
+                points = None if face is None else face.points[:, :2]
+                pending.append(mask_pool.submit(build_masks, rgb, side_job, points))
                 marks.append(empty if face is None else face.points.astype(np.float32))
                 found.append(face is not None)
                 faces_seen.append(len(faces))
+                collect(_FRAMES_IN_WORK)
                 if bar is not None:
                     bar.update(1)
-                if len(jpegs) == cfg.chunk_size:
+                if len(marks) == cfg.chunk_size:
                     flush()
                     if only_one:
                         break
-            if jpegs:
+            if marks:
                 flush()
         finally:
             decoded.close()  # stops ffmpeg when only one chunk was wanted
-            pool.shutdown()
+            for job in pending:
+                job.cancel()
+            mask_pool.shutdown()
+            side_pool.shutdown()
             tracker.close()
             segmenter.close()
             if bar is not None:
@@ -415,7 +478,18 @@ class Preparer:
                 "give footage where the person's face is visible most of the time",
             )
         valid, gaps = interpolate_gaps(landmarks, found, round(cfg.max_gap_seconds * cfg.fps))
-        fit = fit_clip(landmarks, valid, (cfg.size, cfg.size), cfg.fit)
+        # The background plate needs only which frames show the face, known now: it is built beside the
+        # fit (JPEG decoding and the plate's arithmetic release the GIL), which keeps to one torch thread.
+        # The fit's tensors are small: a second thread saves little, and when the other core is busy the
+        # two wait for each other (up to 10x slower seen).
+        pool = ThreadPoolExecutor(1) if not self.ws.step_done("background") else None
+        self._plate = pool.submit(self._build_plate, found.copy()) if pool is not None else None
+        try:
+            with _torch_threads(1):
+                fit = fit_clip(landmarks, valid, (cfg.size, cfg.size), cfg.fit)
+        finally:
+            if pool is not None:
+                pool.shutdown()
         fit.found = found
         fit.save(self.ws.file("tracking.npz"))
         self.ws.record("tracking.npz", "tracking")
@@ -433,13 +507,11 @@ class Preparer:
 
     # ---- 4. background -----------------------------------------------------------------------------
     def _step_background(self) -> None:
-        from pipeline.background import BackgroundPlate
-
-        picks = self._plate_frames()
-        plate = BackgroundPlate(self.config.size, max_samples=len(picks))
-        for _, rgb, m in self.ws.iter_frames(picks.tolist()):
-            plate.add(rgb, m.person_alpha)
-        image, coverage = plate.result()
+        if self._plate is not None:  # built beside the fit
+            image, coverage, coverage_fraction = self._plate.result()
+            self._plate = None
+        else:
+            image, coverage, coverage_fraction = self._build_plate(self.ws.fit().found)
         coverage8 = np.round(np.clip(coverage, 0, 1) * 255).astype(np.uint8)
         write_png(self.ws.file("background_coverage.png"), coverage8)
         write_png(self.ws.file("background.png"), image)
@@ -447,10 +519,22 @@ class Preparer:
             self.ws.record(name, "background")
         self.ws.info["summary"] = {
             **self.ws.info.get("summary", {}),
-            "background_coverage": round(plate.coverage_fraction, 4),
+            "background_coverage": round(coverage_fraction, 4),
         }
 
-    def _plate_frames(self) -> np.ndarray:
+    def _build_plate(self, found: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+        """The background plate from frames where the face was ``found`` [T]: image, coverage, the share of
+        the plate seen."""
+        from pipeline.background import BackgroundPlate
+
+        picks = self._plate_frames(found)
+        plate = BackgroundPlate(self.config.size, max_samples=len(picks))
+        for _, rgb, m in self.ws.iter_frames(picks.tolist()):
+            plate.add(rgb, m.person_alpha)
+        image, coverage = plate.result()
+        return image, coverage, plate.coverage_fraction
+
+    def _plate_frames(self, tracked: np.ndarray) -> np.ndarray:
         """Frames spread over the clip that feed the background plate: only those where the face was tracked.
 
         A black second, a fade or a cut hides the person from the segmenter, so every pixel of such a frame
@@ -458,7 +542,7 @@ class Preparer:
         person stands. Frames much darker or brighter than the clip's usual (the middle of a fade, a flash)
         are left out too; the rest are spread evenly.
         """
-        found = np.flatnonzero(self.ws.fit().found)
+        found = np.flatnonzero(tracked)
         if len(found) == 0:
             return found
         spread = np.linspace(0, len(found) - 1, min(4 * self.config.background_samples, len(found)))
@@ -472,11 +556,10 @@ class Preparer:
 
     # ---- 5. audio ----------------------------------------------------------------------------------
     def _step_audio(self) -> None:
-        from motion.speech_features import compute_speech_features
+        from motion.speech_features import analyse_speech
 
-        source = self.audio_path or self.video
-        has_audio = self.audio_path is not None or self.ws.info["source"]["video"]["has_audio"]
-        if not has_audio:
+        source = self._audio_source()
+        if source is None:
             log.warning(
                 "%s has no audio track: the workspace has no speech features; audio-driven training "
                 "needs them (prepare again with --audio SPEECH)",
@@ -484,12 +567,18 @@ class Preparer:
             )
             self.ws.info["audio"] = None
             return
-        audio = load_audio(source, max_seconds=self.config.max_seconds + 60)
+        done = self._audio_job.result() if self._audio_job is not None else None
+        self._audio_job = None
+        if done is None:  # not started, or failed: here, where a bad file raises its error
+            audio = load_audio(source, max_seconds=self.config.max_seconds + 60)
+            analysis = analyse_speech(audio)
+        else:
+            audio, analysis = done
         video_seconds = self.ws.num_frames / self.config.fps
         if abs(audio.duration - video_seconds) > 0.5:
             log.warning("audio lasts %.2f s but the video %.2f s", audio.duration, video_seconds)
         write_wav(self.ws.file("audio.wav"), audio)
-        features = compute_speech_features(audio, self.config.fps, self.ws.num_frames)
+        features = analysis.for_frames(self.config.fps, self.ws.num_frames)
         features.save(self.ws.file("audio_features.npz"))
         for name in ("audio.wav", "audio_features.npz"):
             self.ws.record(name, "audio")
@@ -514,6 +603,45 @@ class Preparer:
         write_report(self.ws)
         for name in REPORT_FILES:
             self.ws.record((self.ws.report_dir / name).relative_to(self.ws.path).as_posix(), "report")
+
+
+def _preload_later_steps() -> None:
+    """Import what the tracking and report steps use (torch, matplotlib's Agg): a second or two."""
+    with contextlib.suppress(Exception):  # a real problem shows where the step imports them
+        import matplotlib.backends.backend_agg  # noqa: F401
+        import torch  # noqa: F401
+
+        import motion.camera  # noqa: F401
+
+
+@contextlib.contextmanager
+def _torch_threads(count: int):
+    """torch's intra-op threads set to ``count`` inside the block."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(count)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
+
+
+def frame_filters(info: dict[str, Any], size: int, fps: float, start: int = 0) -> str:
+    """The ffmpeg filter chain that turns the source video into the workspace's frames, from frame
+    ``start`` on: resample to ``fps``, crop the square of ``info["crop"]`` (``info`` is a workspace's
+    record, with its source), scale to ``size``."""
+    crop = info["crop"]
+    side = crop["side"]
+    flags = "area" if side >= size else "bicubic"
+    parts = [f"fps={fps!r}"]
+    if start:
+        parts.append(f"select=gte(n\\,{start})")
+    src = info["source"]["video"]
+    if side > min(src["width"], src["height"]):  # smaller than the square: pad by edge replication
+        parts.append(f"pad={side}:{side}:(ow-iw)/2:(oh-ih)/2")
+    parts += [f"crop={side}:{side}:{crop['x']}:{crop['y']}", f"scale={size}:{size}:flags={flags}"]
+    return ",".join(parts)
 
 
 def _progress_bar(enabled: bool, total: int, initial: int, desc: str):

@@ -8,9 +8,11 @@ from __future__ import annotations
 import contextlib
 import logging
 import os
+import queue
 import re
 import shutil
 import subprocess
+import threading
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -518,3 +520,69 @@ def read_video_frames(
             yield np.frombuffer(buf, np.uint8).reshape(h, w, 3)
     finally:
         gen.close()
+
+
+class _Failure:
+    def __init__(self, error: BaseException) -> None:
+        self.error = error
+
+
+_END = object()
+
+
+class read_ahead:  # a class so that closing it works before the first frame is read
+    """The items of ``frames`` (a generator, such as :func:`read_video_frames`), pulled by a thread from
+    now on, up to ``depth`` ahead of the reader: decoding starts at once and runs beside what the reader
+    does with each frame. An error of ``frames`` is raised to the reader where it happened; :meth:`close`
+    (also at the end, and on an error) stops the thread and closes ``frames``."""
+
+    def __init__(self, frames: Iterator[np.ndarray], depth: int) -> None:
+        self._frames = frames
+        self._ahead: queue.Queue = queue.Queue(maxsize=max(1, depth))
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._pull, name="read-ahead", daemon=True)
+        self._thread.start()
+
+    def _put(self, item) -> bool:
+        while not self._stop.is_set():
+            try:
+                self._ahead.put(item, timeout=0.05)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def _pull(self) -> None:
+        try:
+            for frame in self._frames:
+                if not self._put(frame):
+                    return
+            self._put(_END)
+        except BaseException as error:
+            self._put(_Failure(error))
+        finally:
+            close = getattr(self._frames, "close", None)
+            if close is not None:
+                close()
+
+    def __iter__(self) -> read_ahead:
+        return self
+
+    def __next__(self) -> np.ndarray:
+        if self._stop.is_set():
+            raise StopIteration
+        item = self._ahead.get()
+        if item is _END:
+            self.close()
+            raise StopIteration
+        if isinstance(item, _Failure):
+            self.close()
+            raise item.error
+        return item
+
+    def close(self) -> None:
+        self._stop.set()
+        self._thread.join()
+
+    def __del__(self) -> None:
+        self._stop.set()

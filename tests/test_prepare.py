@@ -172,6 +172,39 @@ def test_resume_after_interruption_gives_identical_results(footage, prepared, tm
 
 
 @pytest.mark.slow
+def test_prepare_command_ends_with_every_file_written_as_in_process(footage, prepared, tmp_path):
+    """The command ends without the interpreter's teardown (pipeline.cli.run): its exit code, its summary
+    and a workspace with the same bytes as the in-process run's (its speech analysed in a process of its
+    own both times), the timings in the report's numbers aside."""
+    import os
+    import sys
+
+    from tests.conftest import REPO
+
+    cmd = [sys.executable, "-m", "pipeline.cli", "prepare", str(footage.path), "--identity", "cli"]
+    cmd += [
+        "--workspace",
+        str(tmp_path),
+        "-q",
+        "--size",
+        str(SIZE),
+        "--set",
+        f"chunk_size={CONFIG.chunk_size}",
+    ]
+    env = {**os.environ, "PYTHONPATH": str(REPO)}
+    proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, env=env, timeout=300)
+    assert proc.returncode == 0, proc.stderr
+    assert proc.stdout.splitlines()[-1].startswith(f"prepared {tmp_path / 'cli'} in ")
+    ws = Workspace.open(tmp_path / "cli")
+    assert ws.verify() == []
+    want = Workspace.open(prepared.path).info["files"]
+    for name, record in ws.info["files"].items():
+        if name != "report/summary.json":
+            assert record["sha256"] == want[name]["sha256"], name
+    assert not list(tmp_path.rglob("*.tmp*"))
+
+
+@pytest.mark.slow
 def test_inspect_prints_the_summary(prepared, capsys):
     assert main(["inspect", str(prepared.path)]) == 0
     out = capsys.readouterr().out
