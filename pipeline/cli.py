@@ -685,9 +685,9 @@ def _main(args: argparse.Namespace) -> int:
 def run() -> None:
     """The ``talking-portrait`` command: :func:`main`, then exit with its code.
 
-    After ``prepare`` and ``dub`` the process ends without the interpreter's teardown, which takes longer than some
-    whole steps (0.7 s for torch's alone, 2 CPU cores): by then every file is written and closed, and no
-    thread or child process is left. Other commands exit the usual way.
+    After ``prepare`` and ``dub`` the process ends without the interpreter's teardown, which takes longer
+    than some whole steps (0.7 s for torch's alone, 2 CPU cores): by then every file is written and closed,
+    and no thread or child process is left. Other commands exit the usual way.
     """
     code = main()
     if _QUICK_EXIT["after"]:
