@@ -68,6 +68,8 @@ class DubConfig:
     """Training preset (``configs/<renderer>_<preset>.yaml``) when the identity has no trained renderer."""
     train_seconds: float = 0.0
     """When above 0, training inside dub stops after this long (the next dub goes on with it)."""
+    resolution: int = 0
+    """Side the trained renderer renders the head at (0: its own setting; lower is faster)."""
     timeline: str = "pingpong"
     """When the speech is longer than the video: pingpong (forward then backward) or loop; a shorter
     speech cuts the video (``cut`` never repeats: it holds the last frame)."""
@@ -345,6 +347,7 @@ def dub(
         writer_frames = trained_frames(
             video, fps, frames, source, target, strength, ws=ws, model_dir=model_dir, speech=motion,
             lower_face=config.lower_face, match_identity_range=config.match_identity_range,
+            resolution=config.resolution,
         )  # fmt: skip
     height, width = track.size
     with VideoWriter(out, fps, (width, height), audio=speech, crf=config.crf) as writer:

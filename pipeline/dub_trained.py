@@ -103,6 +103,7 @@ def trained_frames(
     speech: MotionSequence,
     lower_face: LowerFaceConfig,
     match_identity_range: bool = True,
+    resolution: int = 0,
     progress: bool = False,
 ) -> Iterator[np.ndarray]:
     """Output frames of the trained path: each source frame with its lower face from ``ws``'s renderer."""
@@ -114,7 +115,7 @@ def trained_frames(
         good = np.flatnonzero(fit.valid)
         ws_frames = np.where(valid, ws_frames, good[np.abs(good[None] - ws_frames[:, None]).argmin(1)])
     driven = retarget(speech, fit, ws_frames, None, match_identity_range)
-    renderer = load_renderer(model_dir)
+    renderer = load_renderer(model_dir, render={"resolution": resolution} if resolution else None)
     heads = renderer.render(driven, progress=progress)
     outline = LowerFaceWarp(lower_face, None)
     colour = ColourMatch()
