@@ -325,7 +325,9 @@ def _run_eval(args: argparse.Namespace) -> int:
         if args.on:
             raise UserError("--dub evaluates on the identity's own held-out footage", "leave --on out")
         renderer = args.renderer or "warp"
-        dubbed = evaluate_dub(args.identity, args.workspace, renderer, config.max_frames, args.out)
+        dubbed = evaluate_dub(
+            args.identity, args.workspace, renderer, config.max_frames, args.out, config.resolution
+        )
         print(format_dub_report(dubbed))
         return 0
     if config.renderer == "warp":

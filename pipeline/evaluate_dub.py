@@ -54,6 +54,7 @@ def evaluate_dub(
     renderer: str,
     max_frames: int,
     out: str | os.PathLike | None = None,
+    resolution: int = 0,
     progress: bool = False,
 ) -> dict[str, Any]:
     """Dub ``identity``'s held-out footage with its own speech and measure it; returns the report."""
@@ -78,7 +79,12 @@ def evaluate_dub(
     speech_path = report_dir / "speech.wav"
     write_wav(speech_path, segment)
     config = DubConfig(
-        renderer=renderer, start=start, timeline="cut", identity=identity, mouth_texture="closed"
+        renderer=renderer,
+        start=start,
+        timeline="cut",
+        identity=identity,
+        mouth_texture="closed",
+        resolution=resolution,
     )
     result = dub(video, speech_path, report_dir / "dubbed.mp4", config=config, workspace=workspace)
 
