@@ -86,9 +86,6 @@ class CropMap:
         self.scale = side / ws.size
         self.offset = np.array([crop["x"], crop["y"]], np.float64) - pad
 
-    def to_workspace(self, points: np.ndarray) -> np.ndarray:
-        return (points - self.offset) / self.scale
-
 
 def trained_frames(
     video: str | os.PathLike,
@@ -144,10 +141,15 @@ def _head_region(frame, head, crop: CropMap, outline: LowerFaceWarp, points, mov
     x0, y0, x1, y1 = max(int(x0), 0), max(int(y0), 0), min(int(x1), w), min(int(y1), h)
     if x1 - x0 < 8 or y1 - y0 < 8:
         return None
+    # source pixel -> workspace pixel -> the head's own pixels (a renderer may paint its box at a lower
+    # resolution than the box's size: the head's rgb is then scaled over it); pixel centres throughout
     gx, gy = np.meshgrid(np.arange(x0, x1, dtype=np.float64), np.arange(y0, y1, dtype=np.float64))
-    wx = (gx - crop.offset[0]) / crop.scale - head.box[0]
-    wy = (gy - crop.offset[1]) / crop.scale - head.box[1]
-    mx, my = wx.astype(np.float32), wy.astype(np.float32)
+    bx0, by0, bx1, by1 = head.box
+    hh, hw = head.rgb.shape[:2]
+    wx = (gx + 0.5 - crop.offset[0]) / crop.scale
+    wy = (gy + 0.5 - crop.offset[1]) / crop.scale
+    mx = ((wx - bx0) * hw / (bx1 - bx0) - 0.5).astype(np.float32)
+    my = ((wy - by0) * hh / (by1 - by0) - 0.5).astype(np.float32)
     patch = cv2.remap(head.rgb, mx, my, cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
     alpha = cv2.remap(head.alpha, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
     mask = feathered_mask(ring, (x0, y0, x1, y1), feather_width(moved, config))
