@@ -356,3 +356,35 @@ def test_eval_dub_measures_the_held_out_footage(prepared, tmp_path, capsys):
     for name in ("frames.png", "mouths.png", "mouth.png", "side_by_side.mp4", "dubbed.mp4"):
         assert (out / name).is_file(), name
     assert "mouth-opening correlation" in capsys.readouterr().out
+
+
+@pytest.mark.slow
+def test_killed_dub_goes_on_where_it_stopped(footage, speech_6s, tmp_path):
+    """SIGTERM while dub prepares the video as an identity: exit 143, no video; the next dub keeps the
+    chunks already written and goes on from there to a trained renderer and the video."""
+    import signal
+    import sys
+    import time
+
+    from pipeline.dub_trained import identity_name
+
+    root, out = tmp_path / "ids", tmp_path / "out.mp4"
+    cmd = [sys.executable, "-m", "pipeline.cli", "dub", str(footage.path), "--audio", str(speech_6s),
+           "--out", str(out), "--renderer", "nerf", "--preset", "tiny", "--workspace", str(root), "-q",
+           "--set", "prepare.size=128", "--set", "prepare.chunk_size=16", "--timeline", "cut"]  # fmt: skip
+    chunks = root / identity_name(footage.path) / "chunks"
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    deadline = time.monotonic() + 240
+    while proc.poll() is None and time.monotonic() < deadline:
+        if chunks.is_dir() and any(p.suffix == ".npz" for p in chunks.iterdir()):
+            break
+        time.sleep(0.02)
+    first = sorted(p for p in chunks.iterdir() if p.suffix == ".npz")[0]
+    written = first.stat().st_mtime_ns
+    proc.send_signal(signal.SIGTERM)
+    assert proc.wait(60) == 143
+    assert not out.exists()
+    assert subprocess.run(cmd, capture_output=True).returncode == 0
+    assert first.stat().st_mtime_ns == written, "a chunk written before the kill was made again"
+    assert (chunks.parent / "renderers" / "nerf" / "model.safetensors").is_file()
+    assert out.is_file()
