@@ -148,6 +148,24 @@ class SourceFit:
         wide = np.flatnonzero(opening >= max(min_opening, np.percentile(opening[self.usable], 95)))
         return int(wide[np.argmin(_turn_degrees(self.rotation[wide]))])
 
+    def opening(self, frames: np.ndarray, expression: np.ndarray, chunk: int = 256) -> np.ndarray:
+        """The mouth opening [T] of frames ``frames`` moved to ``expression`` [T, E] (a chunk at a time)."""
+        from pipeline.metrics import mouth_opening
+
+        return (
+            np.concatenate(
+                [
+                    mouth_opening(
+                        self.points[frames[k : k + chunk]]
+                        + self.displacement(frames[k : k + chunk], expression[k : k + chunk])
+                    )
+                    for k in range(0, len(frames), chunk)
+                ]
+            )
+            if len(frames)
+            else np.zeros(0)
+        )
+
     def displacement(self, frames: np.ndarray, expression: np.ndarray) -> np.ndarray:
         """Pixel displacements [T, 478, 2] that take frames ``frames`` [T] from their own expression to
         ``expression`` [T, E]."""
@@ -244,6 +262,9 @@ class DubResult:
     source_frames: int
     passed_through: int
     timings: dict[str, float]
+    intended_opening: np.ndarray
+    """float [T]: the mouth opening (inner-lip gap over mouth width) each output frame was drawn to have,
+    nan where the frame passed through: what evaluation compares the drawn mouth with."""
 
 
 def resolve_renderer(name: str) -> str:
@@ -365,7 +386,9 @@ def dub(
     passed = int((strength == 0).sum())
     if passed:
         log.warning("%d of %d frames passed through unchanged (face lost or turned away)", passed, length)
-    return DubResult(out, config_path, renderer, length, len(track), passed, timings)
+    intended = source.opening(frames, target)
+    intended[strength == 0] = np.nan
+    return DubResult(out, config_path, renderer, length, len(track), passed, timings, intended)
 
 
 def _warped_frames(

@@ -115,6 +115,7 @@ def evaluate_dub(
     scale = METRIC_FACE / face_height
     real_lm, dub_lm = real_track.points[found, :, :2], dub_track.points[found, :, :2]
     opening = {
+        "intended (motion stage)": np.where(found, result.intended_opening[:n], np.nan),
         "real footage": metrics.mouth_opening(np.where(found[:, None, None], real_track.points, np.nan)),
         "dubbed (speech -> motion -> paste-back)": metrics.mouth_opening(
             np.where(found[:, None, None], dub_track.points, np.nan)
@@ -136,6 +137,12 @@ def evaluate_dub(
         "mouth_opening_correlation": metrics.pearson(
             opening["dubbed (speech -> motion -> paste-back)"], opening["real footage"]
         ),
+        # the drawn mouth against the one dub meant to draw (the paste-back's fidelity), and what it meant to
+        # draw against the real mouth (the motion stage's lip sync)
+        "drawn_vs_intended_correlation": metrics.pearson(
+            opening["dubbed (speech -> motion -> paste-back)"], result.intended_opening[:n]
+        ),
+        "intended_vs_real_correlation": metrics.pearson(result.intended_opening[:n], opening["real footage"]),
         "faces_found": float(dub_track.found.mean()),
         "passed_through": result.passed_through,
     }
@@ -170,6 +177,9 @@ def format_dub_report(report: dict[str, Any]) -> str:
             f"{report['psnr_mouth']:.2f} dB, SSIM {report['ssim_mouth']:.3f}",
             f"  mouth LMD {report['lmd_mouth_px_at_512']:.2f} px @512, mouth-opening correlation "
             f"{report['mouth_opening_correlation']:.2f} (faces found {100 * report['faces_found']:.0f}%)",
+            f"  the drawn mouth follows the intended one at r {report['drawn_vs_intended_correlation']:.2f} "
+            f"(paste-back); the intended one follows the real at r "
+            f"{report['intended_vs_real_correlation']:.2f} (motion stage)",
             f"  report: {report['report_dir']}",
         ]
     )

@@ -353,6 +353,7 @@ def test_eval_dub_measures_the_held_out_footage(prepared, tmp_path, capsys):
     assert 20 < report["psnr"] < 100 and 0.5 < report["ssim"] <= 1
     assert report["psnr_mouth"] < report["psnr"]  # the mouth is where the dub differs
     assert np.isfinite(report["lmd_mouth_px_at_512"]) and -1 <= report["mouth_opening_correlation"] <= 1
+    assert report["drawn_vs_intended_correlation"] > 0.6, "the pasted mouth does not open as it was meant to"
     for name in ("frames.png", "mouths.png", "mouth.png", "side_by_side.mp4", "dubbed.mp4"):
         assert (out / name).is_file(), name
     assert "mouth-opening correlation" in capsys.readouterr().out
