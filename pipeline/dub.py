@@ -291,6 +291,12 @@ def check_source(video: str | os.PathLike) -> VideoInfo:
         )
     if info.fps <= 0:
         raise InputError(f"{video} has no frame rate", "re-encode it with ffmpeg -r 25")
+    if info.width % 2 or info.height % 2:
+        raise InputError(
+            f"{video} is {info.width}x{info.height}; the dubbed video keeps its size, and H.264 needs "
+            "an even width and height",
+            "crop it by one pixel first: ffmpeg -i IN -vf crop=trunc(iw/2)*2:trunc(ih/2)*2 OUT",
+        )
     return info
 
 
@@ -371,7 +377,9 @@ def dub(
             resolution=config.resolution,
         )  # fmt: skip
     height, width = track.size
-    with VideoWriter(out, fps, (width, height), audio=speech, crf=config.crf) as writer:
+    with VideoWriter(
+        out, fps, (width, height), audio=speech, crf=config.crf, color_range=info.color_range
+    ) as writer:
         iterator = writer_frames
         if progress:
             from tqdm import tqdm

@@ -129,8 +129,11 @@ class VideoWriter:
         crf: int = 18,
         preset: str = "veryfast",
         threads: int = 2,
+        color_range: str = "tv",
     ) -> None:
         width, height = (int(v) for v in size)
+        if color_range not in ("tv", "pc"):
+            raise ValueError(f"color_range must be tv (limited) or pc (full), got {color_range!r}")
         if width <= 0 or height <= 0:
             raise ValueError(f"video size must be positive, got {width}x{height}")
         if width % 2 or height % 2:
@@ -177,9 +180,9 @@ class VideoWriter:
             "-f", "rawvideo", "-pix_fmt", "rgb24", "-s", f"{width}x{height}", "-framerate", _rate(self.fps),
             "-i", "pipe:0", "-map", "0:v:0",
             "-c:v", "libx264", "-preset", preset, "-crf", str(int(crf)), "-threads", str(int(threads)),
-            "-vf", "scale=out_color_matrix=bt709:out_range=tv,format=yuv420p",
+            "-vf", f"scale=out_color_matrix=bt709:out_range={color_range},format=yuv420p",
             "-pix_fmt", "yuv420p", "-colorspace", "bt709", "-color_primaries", "bt709", "-color_trc", "bt709",
-            "-color_range", "tv",
+            "-color_range", color_range,
         ]  # fmt: skip
         if self._audio is None:  # with audio, the muxing pass in close() moves the index to the front
             cmd += ["-movflags", "+faststart"]
@@ -347,6 +350,8 @@ class VideoInfo:
     video_codec: str
     pix_fmt: str
     audio_codec: str | None
+    color_range: str = "tv"
+    """pc (full range, 0-255: many phones and screen recorders) or tv (limited, 16-235)."""
 
 
 def _split_top(s: str) -> list[str]:
@@ -403,6 +408,7 @@ def probe_video(path: str | os.PathLike, decode: bool = True) -> VideoInfo:
             fps = float(m.group(1)) * (1000 if m.group(2) else 1)
             if m.group(3) == "fps":
                 break
+    full = pix_fmt.startswith("yuvj") or (len(vparts) > 1 and re.search(r"\(pc\b", vparts[1]) is not None)
     audio_line = re.search(r"Stream #0:\d+.*?: Audio: (.*)", header)
     audio_codec = _split_top(audio_line.group(1))[0].split()[0] if audio_line else None
     # the frame list: what was decoded, with per-stream time bases
@@ -460,6 +466,7 @@ def probe_video(path: str | os.PathLike, decode: bool = True) -> VideoInfo:
         video_codec=video_codec,
         pix_fmt=pix_fmt,
         audio_codec=audio_codec,
+        color_range="pc" if full else "tv",
     )
 
 

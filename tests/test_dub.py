@@ -218,6 +218,24 @@ def test_dub_rotated_phone_video_keeps_its_upright_size(footage, speech_6s, tmp_
 
 
 @pytest.mark.slow
+def test_full_range_source_gives_a_full_range_dub(footage, speech_6s, tmp_path):
+    """A phone's full-range (0-255) video stays full range, and its picture's levels are kept."""
+    full = tmp_path / "full.mp4"
+    subprocess.run(
+        [ffmpeg_exe(), "-v", "error", "-y", "-i", str(footage.path), "-t", "2", "-vf",
+         "scale=out_range=pc,format=yuvj420p", "-c:v", "libx264", "-color_range", "pc", "-c:a", "copy",
+         str(full)],
+        check=True,
+    )  # fmt: skip
+    assert probe_video(full, decode=False).color_range == "pc"
+    out = tmp_path / "out.mp4"
+    assert _dub(full, speech_6s, out, "--renderer", "warp", "--timeline", "loop") == 0
+    assert probe_video(out, decode=False).color_range == "pc"
+    a, b = next(read_video_frames(full)).astype(int), next(read_video_frames(out)).astype(int)
+    assert abs(a.mean() - b.mean()) < 1.5 and np.abs(a - b)[:60].mean() < 3
+
+
+@pytest.mark.slow
 def test_frames_without_the_face_pass_through_and_the_face_is_chosen(footage, speech_6s, tmp_path):
     """Two people side by side (the footage and its mirror, the right one smaller); the right one is picked
     with --face; a stretch of frames shows no one."""
@@ -250,7 +268,7 @@ def test_frames_without_the_face_pass_through_and_the_face_is_chosen(footage, sp
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("case", ["image", "audio_only", "no_face", "silent_speech", "bad_out"])
+@pytest.mark.parametrize("case", ["image", "audio_only", "no_face", "silent_speech", "bad_out", "odd_size"])
 def test_bad_input_exits_2_with_one_error_line_and_no_output(case, footage, speech_6s, tmp_path, capsys):
     video, audio, out = footage.path, speech_6s, tmp_path / "out.mp4"
     if case == "image":
@@ -268,6 +286,13 @@ def test_bad_input_exits_2_with_one_error_line_and_no_output(case, footage, spee
 
         audio = tmp_path / "quiet.wav"
         write_wav(audio, Audio(np.zeros(16000 * 3, np.float32), 16000))
+    elif case == "odd_size":
+        video = tmp_path / "odd.mp4"
+        subprocess.run(
+            [ffmpeg_exe(), "-v", "error", "-y", "-i", str(footage.path), "-t", "1",
+             "-vf", "format=yuv444p,crop=255:256:0:0", "-c:v", "libx264", "-pix_fmt", "yuv444p", str(video)],
+            check=True,
+        )  # fmt: skip
     elif case == "bad_out":
         (tmp_path / "file").write_text("x")
         out = tmp_path / "file" / "out.mp4"
