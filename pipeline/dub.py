@@ -68,6 +68,8 @@ class DubConfig:
     """Training preset (``configs/<renderer>_<preset>.yaml``) when the identity has no trained renderer."""
     train_seconds: float = 0.0
     """When above 0, training inside dub stops after this long (the next dub goes on with it)."""
+    train: bool = True
+    """Train the identity's renderer when it has none or its run stopped early; false uses it as it is."""
     resolution: int = 0
     """Side the trained renderer renders the head at (0: its own setting; lower is faster)."""
     timeline: str = "pingpong"
@@ -369,7 +371,11 @@ def dub(
 
         name = config.identity or identity_name(video)
         ws = prepared_identity(video, name, workspace, config.prepare, progress)
-        model_dir = trained_renderer(ws, renderer, config.preset, config.train_seconds, progress)
+        model_dir = (
+            trained_renderer(ws, renderer, config.preset, config.train_seconds, progress)
+            if config.train
+            else ws.trained_renderer_dir(renderer)
+        )
         lap("prepare and train")
         writer_frames = trained_frames(
             video, fps, frames, source, target, strength, ws=ws, model_dir=model_dir, speech=motion,

@@ -20,12 +20,12 @@ from pathlib import Path
 import cv2
 import numpy as np
 
-from common.config import CONFIG_DIR, load_config
+from common.config import CONFIG_DIR, from_dict, load_config
 from motion.sequence import MotionSequence
 from pipeline.drive import retarget
 from pipeline.prepare import PrepareConfig, fingerprint, prepare
 from pipeline.timeline import frames_in_order
-from pipeline.workspace import Workspace
+from pipeline.workspace import IDENTITY_FILE, Workspace, identity_dir
 from renderers import registry
 from renderers.base import load_renderer
 from renderers.training import load_training_state
@@ -55,7 +55,13 @@ def prepared_identity(
     config: PrepareConfig,
     progress: bool,
 ) -> Workspace:
-    """The identity workspace of ``video``: prepared now, resumed, or found done."""
+    """The identity workspace of ``video``: prepared now (with ``config``), or resumed or found done with the
+    settings it was prepared with (an identity prepared by hand with other settings is used as it is)."""
+    folder = identity_dir(identity, workspace)
+    if (folder / IDENTITY_FILE).is_file():
+        info = Workspace.open(folder).info
+        if info.get("source", {}).get("fingerprint") == fingerprint(Path(video)) and "config" in info:
+            config = from_dict(PrepareConfig, info["config"])
     return prepare(video, identity, workspace, config, progress=progress)
 
 

@@ -85,6 +85,7 @@ def evaluate_dub(
         identity=identity,
         mouth_texture="closed",
         resolution=resolution,
+        train=False,  # the renderer as it was trained
     )
     result = dub(video, speech_path, report_dir / "dubbed.mp4", config=config, workspace=workspace)
 

@@ -13,7 +13,7 @@ from pipeline.bench.gpu_report import BenchReport, StageFailed, summary_table
 from pipeline.cli import main
 from tests.conftest import REPO
 
-STAGES = ["kernels", "tests", "diffusion", "identity", "nerf_train", "nerf_speed"]
+STAGES = ["kernels", "tests", "diffusion", "identity", "nerf_train", "nerf_speed", "dub"]
 
 
 @pytest.mark.slow
@@ -52,6 +52,10 @@ def test_cpu_run_records_every_stage_with_figures(tmp_path, capsys):
     speed = stages["nerf_speed"]
     assert speed["render"]["resolution"] == 32 and speed["render"]["fps"] > 0
     assert speed["encoding"]["torch"]["forward_backward_mpts_s"] > 0
+
+    dubbed = stages["dub"]
+    assert dubbed["frames"] > 0 and dubbed["frames_per_second"] > 0
+    assert all(math.isfinite(v) for v in dubbed["eval"].values())
 
     log = (out / "bench_gpu.log").read_text()
     assert all(f"== {name}" in log for name in STAGES)

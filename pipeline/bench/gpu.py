@@ -14,6 +14,8 @@ that fails is recorded with its error and the next one runs:
    wall time, read from the trainer's ``train_log.csv``.
 6. ``nerf_speed``: hash-grid encoding speed per implementation and the trained NeRF's render frames/s
    (:mod:`.nerf`).
+7. ``dub``: the identity's clip dubbed with the demo speech through the trained NeRF (``dub --renderer nerf``,
+   frames/s end to end), and ``eval --dub`` on its held-out end (lip sync and image figures).
 
 With ``device="cpu"`` the same stages run at tiny sizes (the NeRF ``tiny`` preset, a 64 px diffusion network)
 so that the command is tested on a machine without a GPU.
@@ -102,7 +104,7 @@ PLANS = {
         eval_every=500,
         checkpoint_every=1000,
         min_training_seconds=60.0,
-        after_training_seconds=45.0,
+        after_training_seconds=100.0,
         tests_timeout=180.0,
         size=512,
         clip_seconds=11.0,
@@ -120,7 +122,7 @@ PLANS = {
         eval_every=10,
         checkpoint_every=20,
         min_training_seconds=8.0,
-        after_training_seconds=10.0,
+        after_training_seconds=25.0,
         tests_timeout=120.0,
         size=128,
         clip_seconds=3.0,
@@ -432,6 +434,58 @@ def nerf_speed(ws, plan: GpuBenchPlan, device) -> dict[str, Any]:
     )
 
 
+EVAL_FIGURES = (
+    "seconds", "psnr", "ssim", "psnr_mouth", "ssim_mouth", "lmd_mouth_px_at_512", "mouth_opening_correlation",
+    "drawn_vs_intended_correlation", "intended_vs_real_correlation",
+)  # fmt: skip
+"""The ``eval --dub`` figures the dub stage records."""
+
+
+EVAL_FIGURES = (
+    "seconds", "psnr", "ssim", "psnr_mouth", "ssim_mouth", "lmd_mouth_px_at_512", "mouth_opening_correlation",
+    "drawn_vs_intended_correlation", "intended_vs_real_correlation",
+)  # fmt: skip
+"""The ``eval --dub`` figures the dub stage records."""
+
+
+def dub_with_nerf(ws, plan: GpuBenchPlan, out: Path) -> dict[str, Any]:
+    """``dub --renderer nerf`` of ``ws``'s own clip with the demo speech, through the NeRF just trained (used
+    as it is), then ``eval --dub`` on the held-out end; their figures."""
+    from common.config import load_config
+    from pipeline.dub import DubConfig, dub
+    from pipeline.evaluate_dub import evaluate_dub
+    from pipeline.oneshot import demo_inputs
+    from pipeline.prepare import PrepareConfig
+
+    video = Path(ws.info["source"]["path"])
+    _, speech, transcript = demo_inputs()
+    config = DubConfig(
+        renderer="nerf",
+        identity=ws.name,
+        train=False,
+        timeline="pingpong",
+        prepare=load_config(PrepareConfig, None, [f"size={plan.size}", *plan.prepare_overrides]),
+    )
+    start = time.perf_counter()
+    made = dub(
+        video,
+        speech,
+        out / "dub" / "dubbed.mp4",
+        config=config,
+        transcript=transcript,
+        workspace=ws.path.parent,
+    )
+    took = time.perf_counter() - start
+    report = evaluate_dub(ws.name, ws.path.parent, "nerf", 250, out / "dub" / "eval")
+    return {
+        "frames": made.num_frames,
+        "seconds": round(took, 1),
+        "frames_per_second": round(made.num_frames / took, 2),
+        "timings": made.timings,
+        "eval": {k: report[k] for k in EVAL_FIGURES},
+    }
+
+
 # ---- the run -------------------------------------------------------------------------------------------
 
 
@@ -482,6 +536,10 @@ def bench_gpu(
         figures.update(train_nerf(ws, plan, dev, seconds, lambda so_far: report.update("nerf_train", so_far)))
     with report.stage("nerf_speed") as figures:
         figures.update(nerf_speed(ws if report.ok("nerf_train") else None, plan, dev))
+    with report.stage("dub") as figures:
+        if not report.ok("nerf_train"):
+            raise StageFailed("it needs the nerf_train stage, which did not finish")
+        figures.update(dub_with_nerf(ws, plan, root))
     summary = summary_table(report.data)
     report.finish(summary)
     print(summary)

@@ -200,6 +200,18 @@ def _nerf_speed(e: dict[str, Any]) -> str:
     return f"{render}; {text}"
 
 
+def _dub(e: dict[str, Any]) -> str:
+    v = e["eval"]
+    return (
+        f"`dub --renderer nerf`, {e['frames']} frames in {e['seconds']:.1f} s ({e['frames_per_second']:.1f} "
+        f"frames/s, preparing found done); `eval --dub` over {v['seconds']:.1f} s held out: PSNR "
+        f"{v['psnr']:.2f} dB, mouth box {v['psnr_mouth']:.2f} dB, "
+        f"mouth LMD {v['lmd_mouth_px_at_512']:.2f} px, "
+        f"opening correlation {v['mouth_opening_correlation']:.2f} (drawn vs intended "
+        f"{v['drawn_vs_intended_correlation']:.2f})"
+    )
+
+
 _RESULTS = {
     "kernels": _kernels,
     "tests": _tests,
@@ -207,4 +219,5 @@ _RESULTS = {
     "identity": _identity,
     "nerf_train": _nerf_train,
     "nerf_speed": _nerf_speed,
+    "dub": _dub,
 }
