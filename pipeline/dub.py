@@ -49,8 +49,8 @@ from pipeline.video_io import (
     probe_video,
 )
 from renderers import registry
-from renderers.warp.lower_face import ColourMatch, LowerFaceConfig, LowerFaceWarp, painter_for, paste
-from renderers.warp.mouth import OwnMouth
+from renderers.warp.lower_face import ColourMatch, LowerFaceConfig, LowerFaceWarp, paste
+from renderers.warp.mouth import MouthPainter, OwnMouth
 
 log = logging.getLogger(__name__)
 
@@ -425,7 +425,7 @@ def _warped_frames(
         raise InputError(f"unknown mouth_texture {config.mouth_texture!r}", "use frame or closed")
     reference = source.reference
     reference_frame = source.read(video, fps, reference)
-    painter = painter_for(reference_frame, source.points[reference])
+    painter = MouthPainter(reference_frame, source.points[reference])
     widest = source.widest_mouth()
     if widest is not None:  # the person's own teeth, tongue and cavity
         painter = OwnMouth(source.read(video, fps, widest), source.points[widest])

@@ -94,14 +94,15 @@ def test_warp_to_the_same_shape_changes_nothing_and_outside_the_mask_is_the_fram
 
 def test_open_jaw_moves_the_lower_face_only(portrait, face_points):
     from motion import topology as tp
-    from renderers.warp.lower_face import LowerFaceWarp, moving_vertices, painter_for, paste
+    from renderers.warp.lower_face import LowerFaceWarp, moving_vertices, paste
+    from renderers.warp.mouth import MouthPainter
 
     target = face_points.copy()
     jaw = moving_vertices()
     chin_drop = 0.12 * (face_points[tp.CHIN, 1] - face_points[tp.NOSE_TIP, 1])
     below = face_points[jaw, 1] > face_points[list(tp.LIPS_LOWER_INNER), 1].min() - 1
     target[jaw[below], 1] += chin_drop  # the lower lip, chin and jaw drop: the mouth opens
-    region = LowerFaceWarp(painter=painter_for(portrait, face_points)).warp(portrait, face_points, target)
+    region = LowerFaceWarp(painter=MouthPainter(portrait, face_points)).warp(portrait, face_points, target)
     out = paste(portrait, region)
     changed = np.abs(out.astype(int) - portrait).max(2) > 12
     ys = np.nonzero(changed)[0]

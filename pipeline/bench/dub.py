@@ -69,14 +69,15 @@ def paste_back_rate(video: Path, frames: int = 60) -> tuple[float, tuple[int, in
     from pipeline.dub import fit_source
     from pipeline.face_follow import follow_face
     from pipeline.video_io import read_video_frames
-    from renderers.warp.lower_face import LowerFaceWarp, painter_for, paste
+    from renderers.warp.lower_face import LowerFaceWarp, paste
+    from renderers.warp.mouth import MouthPainter
 
     images = list(itertools.islice(read_video_frames(video), frames))
     source = fit_source(follow_face(images), 45.0)
     open_jaw = source.expression.copy()
     open_jaw[:, source.model.names.index("jaw_open")] += 0.3
     moved = source.points + source.displacement(np.arange(len(images)), open_jaw)
-    warp = LowerFaceWarp(painter=painter_for(images[source.reference], source.points[source.reference]))
+    warp = LowerFaceWarp(painter=MouthPainter(images[source.reference], source.points[source.reference]))
     use = np.flatnonzero(source.usable)
     start = time.perf_counter()
     for i in use:

@@ -230,8 +230,3 @@ class ColourMatch:
         if self.gain is None:
             return patch
         return np.clip(patch.astype(np.float32) * self.gain.astype(np.float32), 0, 255).astype(np.uint8)
-
-
-def painter_for(frame: np.ndarray, points: np.ndarray) -> MouthPainter:
-    """A mouth painter with the colours of the person in ``frame`` (landmarks ``points`` [478, 2])."""
-    return MouthPainter(frame, points)
