@@ -40,6 +40,11 @@ def _files_given(*values: str | None) -> list[str]:
     return [v for v in values if v and os.path.isfile(v)]
 
 
+def _transcript(value: str | None) -> str | None:
+    """``--transcript``: the text itself, or the text of the file it names."""
+    return Path(value).read_text() if value and os.path.isfile(value) else value
+
+
 def _config_file(name: str | None) -> str | None:
     from common.config import CONFIG_DIR
 
@@ -100,9 +105,7 @@ def _run_generate(args: argparse.Namespace) -> int:
 
     config = _generate_config(args)
     _check_generate(args, config)
-    transcript = args.transcript
-    if transcript and os.path.isfile(transcript):
-        transcript = Path(transcript).read_text()
+    transcript = _transcript(args.transcript)
     start = time.perf_counter()
     result = generate(
         args.image,
@@ -261,9 +264,7 @@ def _run_render(args: argparse.Namespace) -> int:
 
     config = _config_from_args(IdentityRenderConfig, args, ("renderer", "poses", "background"))
     _check_render(args, config)
-    transcript = args.transcript
-    if transcript and os.path.isfile(transcript):
-        transcript = Path(transcript).read_text()
+    transcript = _transcript(args.transcript)
     start = time.perf_counter()
     out = render_identity(
         args.identity,
@@ -289,9 +290,7 @@ def _run_dub(args: argparse.Namespace) -> int:
     check_input_file(args.audio, "--audio")
     reads = [args.video, args.audio, *_files_given(args.transcript, _config_file(args.config))]
     check_writes_spare_reads(reads, output_paths(args.out))
-    transcript = args.transcript
-    if transcript and os.path.isfile(transcript):
-        transcript = Path(transcript).read_text()
+    transcript = _transcript(args.transcript)
     start = time.perf_counter()
     result = dub(
         args.video,

@@ -37,6 +37,7 @@ from renderers.warp.lower_face import (
     feather_width,
     feathered_mask,
     paste,
+    region_box,
 )
 
 log = logging.getLogger(__name__)
@@ -140,13 +141,11 @@ def trained_frames(
 
 def _head_region(frame, head, crop: CropMap, outline: LowerFaceWarp, points, moved, config: LowerFaceConfig):
     """The rendered head resampled into the source frame over the lower-face region, with the mask."""
-    h, w = frame.shape[:2]
     ring = outline.outline(points, moved)
-    x0, y0 = np.floor(ring.min(0)).astype(int) - 2
-    x1, y1 = np.ceil(ring.max(0)).astype(int) + 3
-    x0, y0, x1, y1 = max(int(x0), 0), max(int(y0), 0), min(int(x1), w), min(int(y1), h)
-    if x1 - x0 < 8 or y1 - y0 < 8:
+    box = region_box(ring, frame.shape)
+    if box is None:
         return None
+    x0, y0, x1, y1 = box
     # source pixel -> workspace pixel -> the head's own pixels (a renderer may paint its box at a lower
     # resolution than the box's size: the head's rgb is then scaled over it); pixel centres throughout
     gx, gy = np.meshgrid(np.arange(x0, x1, dtype=np.float64), np.arange(y0, y1, dtype=np.float64))
@@ -158,5 +157,5 @@ def _head_region(frame, head, crop: CropMap, outline: LowerFaceWarp, points, mov
     my = ((wy - by0) * hh / (by1 - by0) - 0.5).astype(np.float32)
     patch = cv2.remap(head.rgb, mx, my, cv2.INTER_CUBIC, borderMode=cv2.BORDER_REPLICATE)
     alpha = cv2.remap(head.alpha, mx, my, cv2.INTER_LINEAR, borderMode=cv2.BORDER_CONSTANT, borderValue=0)
-    mask = feathered_mask(ring, (x0, y0, x1, y1), feather_width(moved, config))
-    return WarpedRegion(patch, (mask * np.clip(alpha, 0, 1)).astype(np.float32), (x0, y0, x1, y1))
+    mask = feathered_mask(ring, box, feather_width(moved, config))
+    return WarpedRegion(patch, (mask * np.clip(alpha, 0, 1)).astype(np.float32), box)

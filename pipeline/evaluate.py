@@ -156,6 +156,14 @@ def plot_mouth(curves: dict[str, np.ndarray], fps: float, path: Path, title: str
     plt.close(fig)
 
 
+def write_side_by_side(path: Path, fps: float, left: list, right: list, audio: Audio) -> None:
+    """A video of ``left`` and ``right`` frames side by side (real | made), with ``audio``."""
+    height, width = left[0].shape[:2]
+    with VideoWriter(path, fps, (2 * width, height), audio=audio) as writer:
+        for a, b in zip(left, right, strict=True):
+            writer.write(np.concatenate([a, b], 1))
+
+
 def _compose_all(renderer, motion: MotionSequence, target: Workspace, frames: np.ndarray, progress: bool):
     return list(composed(renderer, motion, target, frames, FootageCompositor(target.background()), progress))
 
@@ -275,11 +283,7 @@ def evaluate_identity(
     )
     plot_mouth(opening, target.fps, report_dir / "mouth.png", f"{identity} on {target.path.name}")
     if config.video:
-        with VideoWriter(
-            report_dir / "side_by_side.mp4", target.fps, (2 * target.size, target.size), audio=speech
-        ) as writer:
-            for a, b in zip(real, spoken, strict=True):
-                writer.write(np.concatenate([a, b], 1))
+        write_side_by_side(report_dir / "side_by_side.mp4", target.fps, real, spoken, speech)
     write_json(report_dir / "report.json", report)
     save_config(config, report_dir / "eval.config.yaml")
     report["report_dir"] = str(report_dir)

@@ -30,22 +30,17 @@ from motion import topology as tp
 from motion.audio import Audio, load_audio
 from pipeline import metrics
 from pipeline.dub import DubConfig, dub
-from pipeline.evaluate import held_out_frames, plot_mouth, sheet
+from pipeline.evaluate import held_out_frames, plot_mouth, sheet, write_side_by_side
 from pipeline.face_follow import follow_face
 from pipeline.prepare import write_wav
 from pipeline.timeline import read_span
-from pipeline.video_io import VideoWriter, first_frame_offset, probe_video, read_video_frames
+from pipeline.video_io import first_frame_offset, probe_video, read_video_frames
 from pipeline.workspace import Workspace, identity_dir
 from renderers import image_quality
 
 METRIC_FACE = 512 / 2.6
 """Landmark distances are reported in pixels of a face this tall (the face in a 512 px crop framed like
 ``prepare``'s), whatever the source's resolution."""
-
-
-def _mouth_box(points: np.ndarray, size: tuple[int, int]) -> tuple[int, int, int, int]:
-    """The mouth box over every frame's real landmarks (``metrics.mouth_box``), in (width, height)."""
-    return metrics.mouth_box(points, (size[1], size[0]))
 
 
 def evaluate_dub(
@@ -102,7 +97,7 @@ def evaluate_dub(
             f"the face was lost in the held-out part of {identity}", "prepare a clip where it shows"
         )
     size = real[0].shape[:2]
-    box = _mouth_box(real_track.points[found], size)
+    box = metrics.mouth_box(real_track.points[found], (size[1], size[0]))
     quality = []
     for a, b in zip(dubbed, real, strict=True):
         fa, fb = a.astype(np.float32) / 255, b.astype(np.float32) / 255
@@ -156,11 +151,7 @@ def evaluate_dub(
     sheet([("real", whole(real)), ("dubbed", whole(dubbed))], report_dir / "frames.png")
     sheet([("real mouth", close(real)), ("dubbed mouth", close(dubbed))], report_dir / "mouths.png")
     plot_mouth(opening, info.fps, report_dir / "mouth.png", f"{identity}: dubbed with its own speech")
-    with VideoWriter(
-        report_dir / "side_by_side.mp4", info.fps, (2 * size[1], size[0]), audio=segment
-    ) as writer:
-        for a, b in zip(real, dubbed, strict=True):
-            writer.write(np.concatenate([a, b], 1))
+    write_side_by_side(report_dir / "side_by_side.mp4", info.fps, real, dubbed, segment)
     write_json(report_dir / "report.json", report)
     save_config(config, report_dir / "dub.config.yaml")
     report["report_dir"] = str(report_dir)

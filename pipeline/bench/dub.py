@@ -17,7 +17,7 @@ import numpy as np
 
 from common.errors import InputError
 from pipeline.bench.measure import machine
-from pipeline.bench.prepare import run_measured
+from pipeline.bench.prepare import bare_once, run_measured
 
 DATA = Path(__file__).resolve().parents[3] / "shared" / "data"
 SOURCE_512 = DATA / "talk_may_5s.mp4"
@@ -26,38 +26,16 @@ SOURCE_1080 = DATA / "talk_latentsync_demo2.mp4"
 """A 1080x1920 phone video with a small face."""
 SPEECH = DATA / "speech_en_male_8s.wav"
 
-MESH_PASS = """
-import sys, time
-from motion.tracker import MediapipeTracker
-from pipeline.video_io import read_video_frames
-tracker = MediapipeTracker(video=True, max_faces=1)
-for frame in read_video_frames(sys.argv[1]):
-    tracker.detect(frame)
-"""
-"""A bare face-mesh pass: decode every frame of a video and run the face mesh on it (a fresh process)."""
 
-
-def _looped(video: Path, seconds: float, out: Path) -> Path:
-    """``video`` (with its sound) repeated to ``seconds`` long."""
+def _repeated(media: Path, seconds: float, out: Path) -> Path:
+    """``media`` (a video with its sound, or a speech file) repeated to ``seconds`` long, made once."""
     from motion.audio import ffmpeg_exe
 
     if not out.is_file():
+        codecs = ["-c:v", "libx264", "-crf", "16", "-c:a", "aac"] if out.suffix == ".mp4" else []
         subprocess.run(
-            [ffmpeg_exe(), "-v", "error", "-y", "-stream_loop", "-1", "-i", str(video), "-t", f"{seconds}",
-             "-c:v", "libx264", "-crf", "16", "-c:a", "aac", str(out)],
-            check=True,
-        )  # fmt: skip
-    return out
-
-
-def _speech(seconds: float, out: Path) -> Path:
-    """The benchmark speech repeated to ``seconds`` long."""
-    from motion.audio import ffmpeg_exe
-
-    if not out.is_file():
-        subprocess.run(
-            [ffmpeg_exe(), "-v", "error", "-y", "-stream_loop", "-1", "-i", str(SPEECH), "-t", f"{seconds}",
-             str(out)],
+            [ffmpeg_exe(), "-v", "error", "-y", "-stream_loop", "-1", "-i", str(media), "-t", f"{seconds}",
+             *codecs, str(out)],
             check=True,
         )  # fmt: skip
     return out
@@ -98,14 +76,6 @@ def dub_once(video: Path, speech: Path, out: Path) -> dict[str, float]:
     return {"seconds": wall, "peak_rss_mb": rss}
 
 
-def mesh_pass(video: Path) -> float:
-    """Wall seconds of a fresh process decoding ``video`` and running the face mesh on every frame."""
-    wall, _, code = run_measured([sys.executable, "-c", MESH_PASS, str(video)])
-    if code != 0:
-        raise RuntimeError(f"the face-mesh pass failed on {video}")
-    return wall
-
-
 def bench_dub(out: str = "outputs/bench_dub", long_seconds: float = 60.0) -> dict[str, float]:
     """Run the dubbing benchmark; prints one line per figure and returns them."""
     from motion.audio import load_audio
@@ -127,7 +97,7 @@ def bench_dub(out: str = "outputs/bench_dub", long_seconds: float = 60.0) -> dic
 
     speech_seconds = load_audio(SPEECH).duration
     run = dub_once(SOURCE_512, SPEECH, root / "dub_512.mp4")
-    mesh = mesh_pass(root / "dub_512.mp4")
+    mesh = bare_once(root / "dub_512.mp4", "")["seconds"]  # prepare's bare pass, no filters
     figures.update(dub_512_seconds=run["seconds"], speech_seconds=speech_seconds, mesh_pass_seconds=mesh)
     frames = round(speech_seconds * probe_video(SOURCE_512).fps)
     print(
@@ -136,8 +106,8 @@ def bench_dub(out: str = "outputs/bench_dub", long_seconds: float = 60.0) -> dic
         f"included); a bare face-mesh pass over the same {frames} frames: {mesh:.1f} s"
     )
     for seconds in (10.0, long_seconds):
-        video = _looped(SOURCE_512, seconds, root / f"source_{seconds:g}s.mp4")
-        speech = _speech(seconds, root / f"speech_{seconds:g}s.wav")
+        video = _repeated(SOURCE_512, seconds, root / f"source_{seconds:g}s.mp4")
+        speech = _repeated(SPEECH, seconds, root / f"speech_{seconds:g}s.wav")
         run = dub_once(video, speech, root / f"dub_{seconds:g}s.mp4")
         figures[f"peak_rss_mb_{seconds:g}s"] = run["peak_rss_mb"]
         figures[f"seconds_{seconds:g}s"] = run["seconds"]

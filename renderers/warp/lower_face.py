@@ -105,6 +105,16 @@ def feathered_mask(outline: np.ndarray, box: tuple[int, int, int, int], width: f
     return (ramp * ramp * (3 - 2 * ramp)).astype(np.float32)
 
 
+def region_box(outline: np.ndarray, shape: tuple[int, ...]) -> tuple[int, int, int, int] | None:
+    """The box (x0, y0, x1, y1) around a region's ``outline`` [K, 2] with a margin, clipped to a frame of
+    ``shape``; None when too little of it is on the frame."""
+    h, w = shape[:2]
+    x0, y0 = np.floor(outline.min(0)).astype(int) - 2
+    x1, y1 = np.ceil(outline.max(0)).astype(int) + 3
+    x0, y0, x1, y1 = max(int(x0), 0), max(int(y0), 0), min(int(x1), w), min(int(y1), h)
+    return None if x1 - x0 < 8 or y1 - y0 < 8 else (x0, y0, x1, y1)
+
+
 def feather_width(points: np.ndarray, config: LowerFaceConfig) -> float:
     """The mask's soft edge in pixels for a face with landmarks ``points`` [478, 2]."""
     mouth = points[[tp.UPPER_LIP_CENTER_INNER, tp.LOWER_LIP_CENTER_INNER]].mean(0)
@@ -147,14 +157,11 @@ class LowerFaceWarp:
         With ``image`` (and its landmarks ``image_points``), the lower face's pixels are fetched from that
         other frame of the person instead (a closed-mouth one: the frame's own mouth then never shows),
         its still anchors placed by the similarity that takes the frame's face onto the image's."""
-        h, w = frame.shape[:2]
         outline = self.outline(source, target)
-        x0, y0 = np.floor(outline.min(0)).astype(int) - 2
-        x1, y1 = np.ceil(outline.max(0)).astype(int) + 3
-        x0, y0, x1, y1 = max(int(x0), 0), max(int(y0), 0), min(int(x1), w), min(int(y1), h)
-        if x1 - x0 < 8 or y1 - y0 < 8:
+        box = region_box(outline, frame.shape)
+        if box is None:
             return None
-        box = (x0, y0, x1, y1)
+        x0, y0, x1, y1 = box
         bw, bh = x1 - x0, y1 - y0
 
         # Triangles over the target positions; each maps back to the source affinely.
