@@ -153,7 +153,7 @@ class SourceFit:
 
     def opening(self, frames: np.ndarray, expression: np.ndarray, chunk: int = 256) -> np.ndarray:
         """The mouth opening [T] of frames ``frames`` moved to ``expression`` [T, E] (a chunk at a time)."""
-        from pipeline.metrics import mouth_opening
+        from motion.lip_measures import mouth_opening
 
         return (
             np.concatenate(

@@ -33,6 +33,7 @@ from common.errors import InputError
 from common.files import atomic_path, write_json, write_png
 from motion.audio import Audio, load_audio
 from motion.audio2motion import Audio2MotionConfig, audio_to_motion
+from motion.lip_measures import mouth_opening
 from motion.sequence import MotionSequence
 from motion.tracker import track_frames
 from pipeline import metrics
@@ -230,9 +231,9 @@ def evaluate_identity(
     spoken_lm = track_frames(spoken)
     reenacted_lm = track_frames(reenacted)
     opening = {
-        "real footage": metrics.mouth_opening(real_lm),
-        "reenacted (tracked motion)": metrics.mouth_opening(reenacted_lm),
-        "audio-driven": metrics.mouth_opening(spoken_lm),
+        "real footage": mouth_opening(real_lm),
+        "reenacted (tracked motion)": mouth_opening(reenacted_lm),
+        "audio-driven": mouth_opening(spoken_lm),
     }
     mean = {k: float(np.nanmean([m[k] for m in per_frame])) for k in per_frame[0]}
     mean["temporal_error_face"] = metrics.temporal_error(reenacted, real, boxes)

@@ -28,6 +28,7 @@ from common.errors import InputError
 from common.files import write_json
 from motion import topology as tp
 from motion.audio import Audio, load_audio
+from motion.lip_measures import mouth_opening
 from pipeline import metrics
 from pipeline.dub import DubConfig, dub
 from pipeline.evaluate import held_out_frames, plot_mouth, sheet, write_side_by_side
@@ -112,8 +113,8 @@ def evaluate_dub(
     real_lm, dub_lm = real_track.points[found, :, :2], dub_track.points[found, :, :2]
     opening = {
         "intended (motion stage)": np.where(found, result.intended_opening[:n], np.nan),
-        "real footage": metrics.mouth_opening(np.where(found[:, None, None], real_track.points, np.nan)),
-        "dubbed (speech -> motion -> paste-back)": metrics.mouth_opening(
+        "real footage": mouth_opening(np.where(found[:, None, None], real_track.points, np.nan)),
+        "dubbed (speech -> motion -> paste-back)": mouth_opening(
             np.where(found[:, None, None], dub_track.points, np.nan)
         ),
     }

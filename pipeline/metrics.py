@@ -15,10 +15,6 @@ import torch
 
 from motion import topology as tp
 
-# Inner-lip point pairs (upper, lower) around the lip centre: the central three of the corner-to-corner
-# contours, whose i-th points face each other.
-_CENTRE = len(tp.LIPS_UPPER_INNER) // 2
-MOUTH_GAP_PAIRS = tuple(zip(tp.LIPS_UPPER_INNER, tp.LIPS_LOWER_INNER, strict=True))[_CENTRE - 1 : _CENTRE + 2]
 # Outer and inner lip contours, each point once (the contours share their corners).
 MOUTH_POINTS = tuple(
     sorted(set(tp.LIPS_UPPER_OUTER + tp.LIPS_LOWER_OUTER + tp.LIPS_UPPER_INNER + tp.LIPS_LOWER_INNER))
@@ -100,22 +96,6 @@ def _xy(landmarks) -> np.ndarray:
     if arr.ndim < 2 or arr.shape[-2] != tp.NUM_POINTS or arr.shape[-1] < 2:
         raise ValueError(f"expected landmarks [..., {tp.NUM_POINTS}, >=2], got shape {arr.shape}")
     return arr[..., :2]
-
-
-def mouth_opening(landmarks) -> np.ndarray:
-    """Per-frame mouth opening ``[T]`` from landmarks ``[T, 478, >=2]`` (``[478, >=2]`` gives a 0-d array).
-
-    The inner-lip gap (mean distance of the three central facing pairs of inner upper / lower lip points,
-    :data:`MOUTH_GAP_PAIRS`) divided by the mouth width (outer corner to outer corner), in the image plane:
-    scale- and translation-free. About 0 for closed lips; nan where the width is 0 or a point is missing.
-    """
-    xy = _xy(landmarks)
-    upper = xy[..., [u for u, _ in MOUTH_GAP_PAIRS], :]
-    lower = xy[..., [lo for _, lo in MOUTH_GAP_PAIRS], :]
-    gap = np.linalg.norm(upper - lower, axis=-1).mean(-1)
-    width = np.linalg.norm(xy[..., tp.MOUTH_CORNERS[1], :] - xy[..., tp.MOUTH_CORNERS[0], :], axis=-1)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        return np.where(width > 0, gap / np.where(width > 0, width, 1.0), np.nan)
 
 
 def mouth_landmark_distance(pred, real, align: bool = True) -> float:

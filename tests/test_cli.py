@@ -39,8 +39,8 @@ def test_video_has_audio_duration_size_and_streams(generated, demo_speech):
 @pytest.mark.slow
 def test_mouth_follows_speech_and_closes_in_silence(generated, demo_speech):
     from motion.audio_features import analyse_audio
+    from motion.lip_measures import mouth_opening
     from motion.tracker import track_frames
-    from pipeline.metrics import mouth_opening
 
     frames = np.stack(list(read_video_frames(generated)))
     opening = mouth_opening(track_frames(frames))

@@ -11,14 +11,13 @@ import torch
 from scipy.ndimage import gaussian_filter
 
 from motion import topology as tp
+from motion.lip_measures import MOUTH_GAP_PAIRS, mouth_opening
 from pipeline.metrics import (
-    MOUTH_GAP_PAIRS,
     MOUTH_POINTS,
     crop,
     face_box,
     mouth_box,
     mouth_landmark_distance,
-    mouth_opening,
     pearson,
     temporal_error,
 )

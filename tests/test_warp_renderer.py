@@ -32,8 +32,8 @@ def test_rest_pose_reproduces_the_photo(renderer, portrait_fit):
 
 
 def test_jaw_open_opens_the_mouth_and_leaves_the_rest(renderer):
+    from motion.lip_measures import mouth_opening
     from motion.tracker import track_frames
-    from pipeline.metrics import mouth_opening
 
     closed = composite(renderer, renderer.render_frame(coeffs(), np.zeros(6, np.float32)))
     opened = composite(renderer, renderer.render_frame(coeffs(jaw_open=0.8), np.zeros(6, np.float32)))

@@ -25,8 +25,8 @@ def frame_rms(samples: np.ndarray, rate: int, num_frames: int, fps: float) -> np
 def lipsync_correlation(video: str | os.PathLike, audio) -> float:
     """Pearson correlation between the mouth opening measured on ``video``'s frames with the project's
     tracker and the audio's frame RMS envelope (smoothed over 3 frames, as the mouth cannot follow faster)."""
+    from motion.lip_measures import mouth_opening
     from motion.tracker import track_frames
-    from pipeline.metrics import mouth_opening
     from pipeline.video_io import probe_video, read_video_frames
 
     info = probe_video(video)
