@@ -99,3 +99,44 @@ def test_compositor_feathers_a_patch_into_the_background():
     out = Compositor(bg, feather=6).compose(head)
     assert out[32, 32, 0] == 200 and out[16, 32, 0] < 20 and 0 < out[19, 32, 0] < 200
     assert out[:16].max() == 0
+
+
+def _dips(values: np.ndarray, depth: float) -> int:
+    """Local minima at least ``depth`` below the highest value within three samples either side."""
+    count = 0
+    for i in range(1, len(values) - 1):
+        near = values[max(i - 3, 0) : i + 4]
+        if values[i] < values[i - 1] and values[i] <= values[i + 1] and values[i] < near.max() - depth:
+            count += 1
+    return count
+
+
+@pytest.mark.parametrize("zoom", [1, 2])
+def test_painted_mouth_shows_separate_teeth_and_nothing_when_closed(renderer, zoom):
+    """With the jaw open, a row just under the upper lip crosses bright teeth with darker gaps between
+    them (as many at twice the size: the teeth scale with the face), below them the mouth is dark, and a
+    closed mouth gets no paint at all."""
+    import cv2
+
+    from renderers.warp.mouth import MouthPainter
+
+    image = cv2.resize(renderer.image, None, fx=zoom, fy=zoom, interpolation=cv2.INTER_CUBIC)
+    painter = MouthPainter(image, renderer.rest_points * zoom)
+    moved = renderer.vertex_pixels(coeffs(jaw_open=0.8), np.zeros(6)) * zoom
+    upper, lower = moved[list(tp.LIPS_UPPER_INNER)], moved[list(tp.LIPS_LOWER_INNER)]
+    frame = np.zeros_like(image)
+    painter.paint(frame, upper, lower)
+    luma = frame.astype(np.float32).mean(-1)
+    width = painter.rest_width
+    cx, top, bottom = upper[5, 0], upper[5, 1], lower[5, 1]
+    row = luma[round(top + 0.05 * width), round(cx - 0.3 * width) : round(cx + 0.3 * width)]
+    assert row.max() > 150, "no bright upper teeth under the upper lip"
+    assert _dips(row, 25) >= 3, "the upper teeth are one bar, no gaps between them"
+    column = luma[round(top + 0.2 * width) : round(bottom - 0.1 * width), round(cx + 0.05 * width)]
+    assert column.min() < 0.4 * row.max(), "no dark mouth below the upper teeth"
+    # Brighter in the middle of the row than towards the corners.
+    assert row[len(row) // 2 - 3 : len(row) // 2 + 3].mean() > row[:6].mean() + 20
+    for shut in (upper, upper + np.array([0.0, 0.3])):
+        closed = np.zeros_like(image)
+        painter.paint(closed, upper, shut)
+        assert not closed.any()

@@ -29,8 +29,42 @@ def _round_corners(polygon: np.ndarray, iterations: int = 3) -> np.ndarray:
     return polygon
 
 
+# Where the teeth meet, as fractions of the mouth's rest width out from its centre, seen from the front:
+# central and lateral incisors, canine, two premolars, molars (the arch turns away, so they narrow).
+_UPPER_EDGES = np.array([0.0, 0.16, 0.27, 0.355, 0.42, 0.47, 0.515, 0.555, 0.6])
+_LOWER_EDGES = np.array([0.0, 0.1, 0.205, 0.3, 0.375, 0.435, 0.49, 0.535, 0.58])
+# Per tooth (same order): how long it shows, how bright it is (the arch turns into shadow), how pointed.
+_UPPER_LENGTH = np.array([1.0, 0.88, 0.97, 0.8, 0.74, 0.66, 0.6, 0.6])
+_LOWER_LENGTH = np.array([1.0, 1.0, 0.96, 0.86, 0.8, 0.72, 0.66, 0.66])
+_BRIGHTNESS = np.array([1.0, 0.95, 0.82, 0.58, 0.4, 0.28, 0.2, 0.16])
+_CUSP = np.array([0.0, 0.0, 1.0, 0.35, 0.35, 0.2, 0.2, 0.2])
+
+
+def _teeth_row(offset: np.ndarray, edges: np.ndarray, length: np.ndarray, gap_px: float, scale: float):
+    """One row of teeth along the columns at ``offset`` (signed, in rest mouth widths from the centre):
+    returns per column the visible length (a fraction of the row's), the brightness across each tooth
+    (its curve, the dark line where two teeth meet, the arch turning away) and the tooth's index."""
+    q = np.interp(np.abs(offset), edges, np.arange(len(edges)))
+    k = np.minimum(q.astype(int), len(length) - 1)
+    frac = q - k
+    edge = np.abs(2 * frac - 1)  # 0 mid-tooth, 1 where two teeth meet
+    tooth_px = np.diff(edges)[k] * scale
+    meet_px = np.minimum(frac, 1 - frac) * tooth_px
+    seam = 1 - 0.4 * np.exp(-((meet_px / gap_px) ** 2))
+    # Rounded corners at the biting edge open small dark notches between teeth; canines come to a point.
+    shape = length[k] * (1 - 0.22 * edge**3 - 0.16 * _CUSP[k] * edge)
+    curve = 0.84 + 0.16 * np.sqrt(np.clip(1 - edge**2, 0, 1))
+    return shape, _BRIGHTNESS[k] * curve * seam, k
+
+
 class MouthPainter:
     """Paints the mouth interior inside the inner-lip contour of each frame.
+
+    Two rows of teeth, each tooth drawn on its own (incisors at the front, canines, then premolars and
+    molars narrowing and darkening as the arch turns away), the upper row hanging from the upper lip and
+    the lower row standing on the lower lip; the tongue behind the lower teeth, showing more as the jaw
+    drops; a dark cavity behind. Everything is sized by the mouth's rest width, so it scales with the face,
+    and is a pure function of the lip contours (no per-frame noise).
 
     Args:
         image: uint8 [H, W, 3] RGB photo (the colours are sampled from it once).
@@ -47,11 +81,18 @@ class MouthPainter:
         luma = float(skin @ np.array([0.299, 0.587, 0.114]))
         # Teeth: off-white at a brightness that matches the photo's exposure.
         base = 0.88 * np.array([236.0, 230.0, 212.0]) + 0.12 * self.lip_colour  # warm, never blue-white
-        self.teeth_colour = np.clip(base * min(1.0, 0.55 + luma / 300.0), 0, 240)
-        self.cavity_colour = self.lip_colour * np.array([0.42, 0.24, 0.24])
-        self.tongue_colour = self.lip_colour * np.array([0.85, 0.55, 0.55]) + np.array([20.0, 0.0, 0.0])
+        self.teeth_colour = np.clip(base * min(1.0, 0.55 + luma / 300.0), 0, 240).astype(np.float32)
+        self.edge_colour = (self.teeth_colour * np.array([0.78, 0.8, 0.84])).astype(np.float32)  # translucent
+        self.cavity_colour = (self.lip_colour * np.array([0.36, 0.18, 0.18])).astype(np.float32)
+        self.tongue_colour = (
+            self.lip_colour * np.array([0.8, 0.58, 0.58]) + np.array([14.0, 4.0, 4.0])
+        ).astype(np.float32)
+        self.inner_lip_colour = (self.lip_colour * np.array([0.62, 0.42, 0.42])).astype(np.float32)
         self.rest_width = float(
             np.linalg.norm(rest_points[tp.MOUTH_CORNERS[1]] - rest_points[tp.MOUTH_CORNERS[0]])
+        )
+        self.rest_inner_width = float(
+            np.linalg.norm(rest_points[tp.INNER_MOUTH_CORNERS[1]] - rest_points[tp.INNER_MOUTH_CORNERS[0]])
         )
 
     def paint(self, frame: np.ndarray, upper: np.ndarray, lower: np.ndarray) -> None:
@@ -74,55 +115,74 @@ class MouthPainter:
         mask = np.zeros((y1 - y0, x1 - x0), np.uint8)
         local = np.round((poly - [x0, y0]) * 16).astype(np.int32)
         cv2.fillPoly(mask, [local], 255, lineType=cv2.LINE_AA, shift=4)
+        if not mask.any():
+            return
         alpha = mask.astype(np.float32)[..., None] / 255.0
 
         xs = np.arange(x0, x1, dtype=np.float32) + 0.5
         ys = np.arange(y0, y1, dtype=np.float32)[:, None] + 0.5
         order_u, order_l = np.argsort(upper[:, 0]), np.argsort(lower[:, 0])
-        top = np.interp(xs, upper[order_u, 0], upper[order_u, 1])[None, :]
-        bottom = np.interp(xs, lower[order_l, 0], lower[order_l, 1])[None, :]
+        top = np.interp(xs, upper[order_u, 0], upper[order_u, 1]).astype(np.float32)
+        bottom = np.interp(xs, lower[order_l, 0], lower[order_l, 1]).astype(np.float32)
+        opening = np.clip(bottom - top, 0, None)
         left, right = min(upper[0, 0], upper[-1, 0]), max(upper[0, 0], upper[-1, 0])
-        u = np.clip((xs - left) / max(right - left, 1.0), 0, 1)[None, :]  # 0..1 across the mouth
-        side = np.abs(u - 0.5) * 2  # 0 centre, 1 corners
         width = max(right - left, 1.0)
-        opening = np.clip((bottom - top), 0, None)
+        scale = (
+            self.rest_width
+        )  # pixels per rest mouth width: the teeth's size follows the face, not the lips
+        centre = float(upper[len(upper) // 2, 0])
+        offset = (xs - centre) / scale
+        side = np.clip(np.abs(xs - (left + right) / 2) / (width / 2), 0, 1)  # 0 centre, 1 corners
+        # Rounded lips pushed forward (a narrower mouth than at rest) leave the teeth further back: less of
+        # them shows, in more shadow.
+        forward = float(np.clip((self.rest_inner_width - width) / (0.2 * self.rest_inner_width), 0, 1))
+        gap_px = max(0.5, 0.008 * scale)
 
-        # Cavity: darker toward the back and the corners.
+        # Cavity: darkest in the middle of the opening (the back of the mouth) and in the corners.
         depth = np.clip((ys - top) / np.maximum(opening, 1.0), 0, 1)
-        cavity = (
-            self.cavity_colour * (0.75 + 0.25 * (1 - side[..., None] ** 2)) * (1.0 - 0.25 * depth[..., None])
-        )
-        out = cavity.astype(np.float32)
+        back = 1 - 0.45 * np.sin(np.pi * depth) * (1 - 0.5 * side)
+        out = self.cavity_colour * (back * (0.7 + 0.3 * (1 - side**2)))[..., None]
 
-        # Tongue: a rounded mound rising from the lower lip, visible as the jaw opens.
-        tongue_h = 0.45 * opening
-        tongue_top = bottom - tongue_h * np.sqrt(np.clip(1 - (side / 0.75) ** 2, 0, 1))
-        tongue = np.clip((ys - tongue_top) / 2.0, 0, 1) * (ys < bottom)
-        tongue_shade = 0.7 + 0.3 * np.clip((ys - tongue_top) / np.maximum(tongue_h, 1.0), 0, 1)
-        out = (
-            out * (1 - tongue[..., None]) + (self.tongue_colour * tongue_shade[..., None]) * tongue[..., None]
+        # Upper teeth hang from the upper lip.
+        up_len = 0.13 * scale * (1 - 0.5 * forward)
+        shape, bright, _ = _teeth_row(offset, _UPPER_EDGES, _UPPER_LENGTH, gap_px, scale)
+        tip = top + up_len * shape
+        along = np.clip((ys - top) / np.maximum(up_len * shape, 1.0), 0, 1)  # 0 at the lip, 1 at the edge
+        upper_cover = np.clip(tip - ys + 0.5, 0, 1)
+        lip_shadow = 0.58 + 0.42 * np.clip(along / 0.45, 0, 1) ** 0.8
+        gloss = 0.14 * np.exp(-(((along - 0.4) / 0.13) ** 2)) * np.clip(1 - 2.5 * np.abs(offset), 0, 1)
+        upper_shade = bright * (1 - 0.8 * side**2.5) * lip_shadow * (1 - 0.5 * forward) + gloss * (
+            1 - forward
         )
+        translucent = np.clip((along - 0.78) / 0.22, 0, 1)[..., None] * 0.6
 
-        # Upper teeth hang from the upper lip; lower teeth show once the jaw drops further.
-        teeth_span = np.clip((0.82 - side) / 0.18, 0, 1) ** 0.7
-        up_h = 0.11 * width
-        upper_teeth = np.clip((top + up_h - ys) / 1.5, 0, 1) * np.clip((ys - top + 1.0), 0, 1) * teeth_span
-        lo_h = 0.07 * width * np.clip((opening - 0.12 * width) / (0.1 * width), 0, 1)
-        lower_teeth = np.clip((ys - (bottom - lo_h)) / 1.5, 0, 1) * (ys < bottom) * teeth_span * (lo_h > 0.5)
-        lower_teeth = lower_teeth * (side < 0.7)
-        # Faint gaps between teeth, about eight across the visible arch.
-        seams = 1 - 0.18 * np.exp(-(((u * 8.0) % 1.0 - 0.5) ** 2) / 0.004)
-        tooth_shade = (1 - 0.45 * side**2) * seams
-        upper_shade = tooth_shade * (0.8 + 0.2 * np.clip((ys - top) / max(up_h, 1.0), 0, 1))  # lip shadow
-        out = (
-            out * (1 - upper_teeth[..., None])
-            + (self.teeth_colour * upper_shade[..., None]) * upper_teeth[..., None]
-        )
-        out = (
-            out * (1 - lower_teeth[..., None])
-            + (self.teeth_colour * 0.78 * tooth_shade[..., None]) * lower_teeth[..., None]
-        )
-        out = cv2.GaussianBlur(out, (3, 3), 0.7)
+        # Tongue: a mound behind the lower teeth, rising as the jaw opens, a groove down its middle.
+        lo_len = 0.06 * scale * (1 - 0.5 * forward) * np.clip((opening - 0.08 * scale) / (0.12 * scale), 0, 1)
+        mound = np.sqrt(np.clip(1 - (offset / 0.34) ** 2, 0, 1))
+        tongue_h = (0.35 * opening + lo_len) * mound
+        tongue_top = bottom - tongue_h
+        tongue = np.clip(ys - tongue_top, 0, 1) * (tongue_h > 0.5)
+        rise = np.clip((ys - tongue_top) / np.maximum(tongue_h, 1.0), 0, 1)
+        groove = 1 - 0.18 * np.exp(-((offset / 0.03) ** 2)) * rise
+        tongue_shade = (0.42 + 0.38 * np.sqrt(rise)) * groove
+        out = out + tongue[..., None] * (self.tongue_colour * tongue_shade[..., None] - out)
+
+        # Lower teeth stand on the lower lip, once the jaw has dropped far enough; in the upper row's shade.
+        shape_l, bright_l, _ = _teeth_row(offset, _LOWER_EDGES, _LOWER_LENGTH, gap_px, scale)
+        shape_l = shape_l * np.clip((0.36 - np.abs(offset)) / 0.08, 0, 1)  # the lower lip hides the rest
+        l_tip = bottom - lo_len * shape_l
+        lower_cover = np.clip(ys - l_tip + 0.5, 0, 1) * (lo_len * shape_l > 0.5)
+        l_along = np.clip((ys - l_tip) / np.maximum(lo_len * shape_l, 1.0), 0, 1)  # 0 at the edge
+        lower_shade = bright_l * (1 - 0.8 * side**2.5) * (0.95 - 0.2 * l_along) * (1 - 0.5 * forward)
+        colour_l = self.teeth_colour * lower_shade[..., None]
+        out = out + lower_cover[..., None] * (colour_l - out)
+
+        colour_u = self.teeth_colour + translucent * (self.edge_colour - self.teeth_colour)
+        out = out + upper_cover[..., None] * (colour_u * upper_shade[..., None] - out)
+        # Just under the upper lip a sliver of its wet inside shows, with its shadow.
+        under_lip = np.exp(-np.clip(ys - top, 0, None) / max(0.015 * scale, 0.5))
+        out = out + (0.5 * under_lip)[..., None] * (self.inner_lip_colour - out)
+        out = cv2.GaussianBlur(out.astype(np.float32), (3, 3), 0.5)
 
         region = frame[y0:y1, x0:x1].astype(np.float32)
         frame[y0:y1, x0:x1] = np.clip(region * (1 - alpha) + out * alpha, 0, 255).astype(np.uint8)
