@@ -107,15 +107,29 @@ def build_expression_basis(shape: np.ndarray) -> np.ndarray:
     wide[:, 2] = -0.2 * unit * np.abs(side) * mouth_f
     put("mouth_wide", wide)
 
+    # Rounded lips push forward and turn out: seen from the front they grow fuller (the outer lip lines move
+    # away from the lip line) while the corners come in.
+    fuller = (y - line_y) * lip_f * np.maximum(centre_profile, 0.3)
+    # The parting between the inner lips in the neutral face, at every x (0 beyond the corners).
+    parting = np.maximum(_interp_line(v[upper_in, 0], v[upper_in, 1] - v[lower_in, 1], x), 0.0)
+    parting *= np.abs(x - mouth_c[0]) < half_w
+
     pucker = e.copy()
-    pucker[:, 0] = -0.5 * unit * side * mouth_f
-    pucker[:, 1] = -0.1 * (y - mouth_c[1]) * lip_f
+    pucker[:, 0] = -0.6 * unit * side * mouth_f
+    pucker[:, 1] = 0.15 * fuller
+    # the inner lips close in, leaving a small round hole in the middle
+    hole = 0.15 * unit * centre_profile**2
+    close = 0.5 * np.maximum(parting - hole, 0.0)
+    pucker[upper_in, 1] -= close[upper_in]
+    pucker[lower_in, 1] += close[lower_in]
     pucker[:, 2] = 0.7 * unit * mouth_f * np.maximum(centre_profile, 0.4)
     put("pucker", pucker)
 
     funnel = e.copy()
-    funnel[:, 0] = -0.35 * unit * side * mouth_f
-    funnel[:, 1] = 0.3 * unit * centre_profile * (upper_f - lower_f)
+    funnel[:, 0] = -0.5 * unit * side * mouth_f
+    # a round opening: the lips part in the middle of the narrowed mouth and stay together near its corners
+    round_profile = np.clip(1 - ((x - mouth_c[0]) / (0.75 * half_w)) ** 2, 0, 1)
+    funnel[:, 1] = 0.32 * unit * round_profile * (upper_f - lower_f) + 0.1 * fuller
     funnel[:, 2] = 0.45 * unit * mouth_f
     put("funnel", funnel)
 
@@ -139,8 +153,13 @@ def build_expression_basis(shape: np.ndarray) -> np.ndarray:
     down[:, 1] = -0.35 * unit * lower_f * np.maximum(centre_profile, 0.2)
     put("lower_lip_down", down)
 
+    # The lower lip rolls in under the upper teeth: it rises, and its outer line rises further, so less of
+    # it shows.
+    lower_line = _interp_line(v[lower_in, 0], v[lower_in, 1], x)
+    lower_thick = np.maximum(lower_line - _interp_line(v[lower_out, 0], v[lower_out, 1], x), 0.1 * unit)
+    rolled = np.clip((lower_line - y) / lower_thick, 0, 1)  # 0 on the inner lip line, 1 on the outer
     tuck = e.copy()
-    tuck[:, 1] = 0.3 * unit * lower_f * np.maximum(centre_profile, 0.3)
+    tuck[:, 1] = unit * lower_f * np.maximum(centre_profile, 0.3) * (0.16 + 0.26 * rolled)
     tuck[:, 2] = -0.35 * unit * lower_f
     put("lower_lip_in", tuck)
 
@@ -249,7 +268,10 @@ class FaceModel:
             float32 [478, 3] or [T, 478, 3].
         """
         expression = np.asarray(expression, np.float32)
-        verts = self.mean + np.tensordot(expression, self.basis, axes=([-1], [0]))
+        # Summed in float64: BLAS sums one frame and a batch of frames in different orders, and float32 would
+        # keep that difference (a batch must give the same vertices as its frames one by one).
+        offsets = np.tensordot(expression.astype(np.float64), self.basis.astype(np.float64), axes=([-1], [0]))
+        verts = self.mean + offsets.astype(np.float32)
         if pose is None:
             return verts.astype(np.float32)
         pose = np.asarray(pose, np.float64)
