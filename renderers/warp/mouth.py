@@ -135,7 +135,7 @@ class MouthPainter:
         side = np.clip(np.abs(xs - (left + right) / 2) / (width / 2), 0, 1)  # 0 centre, 1 corners
         # Rounded lips pushed forward (a narrower mouth than at rest) leave the teeth further back: less of
         # them shows, in more shadow.
-        forward = float(np.clip((self.rest_inner_width - width) / (0.2 * self.rest_inner_width), 0, 1))
+        forward = float(np.clip((self.rest_inner_width - width) / (0.3 * self.rest_inner_width), 0, 1))
         gap_px = max(0.5, 0.008 * scale)
 
         # Cavity: darkest in the middle of the opening (the back of the mouth) and in the corners.
@@ -151,7 +151,7 @@ class MouthPainter:
         upper_cover = np.clip(tip - ys + 0.5, 0, 1)
         lip_shadow = 0.58 + 0.42 * np.clip(along / 0.45, 0, 1) ** 0.8
         gloss = 0.14 * np.exp(-(((along - 0.4) / 0.13) ** 2)) * np.clip(1 - 2.5 * np.abs(offset), 0, 1)
-        upper_shade = bright * (1 - 0.8 * side**2.5) * lip_shadow * (1 - 0.5 * forward) + gloss * (
+        upper_shade = bright * (1 - 0.8 * side**2.5) * lip_shadow * (1 - 0.45 * forward) + gloss * (
             1 - forward
         )
         translucent = np.clip((along - 0.78) / 0.22, 0, 1)[..., None] * 0.6
