@@ -100,6 +100,10 @@ class Audio2MotionConfig:
     """brow_up on a stressed syllable."""
     seed: int = 0
     """Seed of the generated blinks and head motion."""
+    model: str = "auto"
+    """Whose mouth motion drives a trained identity: ``identity`` (its own learned model, trained with
+    ``talking-portrait train --motion``), ``generic`` (this stage alone) or ``auto`` (the identity's model
+    when it has one)."""
 
 
 def _silence_gate(features: AudioFeatures, close_ramp_s: float, onset_lead_s: float) -> np.ndarray:

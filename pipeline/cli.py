@@ -115,12 +115,41 @@ def _run_generate(args: argparse.Namespace) -> int:
         config=config,
         progress=not args.quiet,
         save_motion=args.save_motion,
+        motion=getattr(args, "motion", None),
     )
     took = time.perf_counter() - start
     print(
         f"wrote {result.video} ({result.num_frames} frames, {result.audio_seconds:.2f} s of audio, "
         f"{took:.1f} s); config {result.config}"
     )
+    return 0
+
+
+def _run_motion(args: argparse.Namespace) -> int:
+    """``motion``: speech -> a MotionSequence .npz (the identity's own model when given, else the generic)."""
+    from motion.audio import load_audio
+    from motion.audio2motion import require_speech
+    from pipeline.checks import check_fps, check_input_file, check_writes_spare_reads
+    from pipeline.speech_motion import MotionConfig, speech_motion
+    from pipeline.video_io import check_output_path
+    from pipeline.workspace import Workspace, identity_dir
+
+    config = _config_from_args(MotionConfig, args, ()).motion
+    check_input_file(args.audio, "--audio")
+    out = check_output_path(args.out, ".npz")
+    check_writes_spare_reads([args.audio], [out])
+    ws = None
+    if args.identity:
+        ws = Workspace.open(identity_dir(args.identity, args.workspace))
+        ws.require("tracking")
+    fps = args.fps or (ws.fps if ws is not None else 25.0)
+    check_fps(fps)
+    speech = load_audio(args.audio)
+    require_speech(speech, args.audio, config)
+    made = speech_motion(speech, fps, ws=ws, config=config, transcript=_transcript(args.transcript))
+    made.motion.save(out)
+    whose = f"{ws.name}'s own model" if made.model == "identity" else "the generic model"
+    print(f"wrote {out} ({len(made.motion)} frames at {fps:g} fps, mouth by {whose})")
     return 0
 
 
@@ -208,6 +237,8 @@ def _run_train(args: argparse.Namespace) -> int:
     people = [Workspace.open(identity_dir(name, args.workspace)) for name in args.identity]
     for ws in people:  # before any work: a damaged chunk would otherwise fail deep into training
         ws.require_intact()
+    if args.motion:
+        return _train_motion(people, args)
     entry = registry.entry(args.renderer)
     if len(people) > 1 and not entry.several_identities:
         raise UserError(f"a {entry.name} renderer is trained on one identity", "give --identity once")
@@ -220,6 +251,27 @@ def _run_train(args: argparse.Namespace) -> int:
     train(people if len(people) > 1 else people[0], out, config, progress=not args.quiet)
     names = ", ".join(ws.path.name for ws in people)
     print(f"trained {args.renderer} for {names} in {time.perf_counter() - start:.1f} s -> {out}")
+    missing = [ws for ws in people if not ws.has_motion_model()]
+    if missing and not args.out:
+        print("training the motion model of " + ", ".join(ws.name for ws in missing) + " (it has none yet)")
+        return _train_motion(missing, argparse.Namespace(**{**vars(args), "config": None, "set": []}))
+    return 0
+
+
+def _train_motion(people: list, args: argparse.Namespace) -> int:
+    """``train --motion``: each identity's own audio-to-mouth model, into its ``motion_model`` folder."""
+    from pipeline.motion_training import MotionTrainConfig, train_motion_model
+
+    config = _config_from_args(MotionTrainConfig, args, ())
+    for ws in people:
+        out = Path(args.out) if args.out and len(people) == 1 else ws.motion_model_dir
+        _check_train_out(out, [ws.path] if out != ws.motion_model_dir else [])
+        figures = train_motion_model(ws, out, config, progress=not args.quiet)
+        print(
+            f"trained the motion model of {ws.name} in {figures['seconds']:.1f} s -> {out}\n"
+            f"  held-out mouth-opening correlation: {figures['heldout_opening_r']:.2f} "
+            f"(generic: {figures['generic_opening_r']:.2f})"
+        )
     return 0
 
 
@@ -413,6 +465,21 @@ def build_parser() -> argparse.ArgumentParser:
         "--renderer", choices=registry.portrait_names(), help="warp (default) or a trained diffusion"
     )
     gen.add_argument("--checkpoint", help="the diffusion renderer's folder (trained on several people)")
+    gen.add_argument(
+        "--motion", help="a MotionSequence .npz (talking-portrait motion) to drive the photo with instead"
+    )
+    mot = sub.add_parser(
+        "motion", help="speech -> face motion as a .npz (the identity's own model or generic)"
+    )
+    mot.add_argument("--audio", required=True, help="speech: wav, flac, mp3, m4a or a video's audio track")
+    mot.add_argument("--out", required=True, help="output MotionSequence .npz")
+    mot.add_argument("--identity", help="a prepared identity: its own motion model when trained, its fps")
+    mot.add_argument("--workspace", help="root folder of the identities (default outputs/identities)")
+    mot.add_argument("--fps", type=float, help="frames per second (default: the identity's, else 25)")
+    mot.add_argument("--transcript", help="text of the speech (or a .txt path)")
+    _add_config_args(mot)
+    mot.set_defaults(func=_run_motion)
+
     demo = sub.add_parser("demo", help="generate on the embedded default photo and speech clip")
     demo.add_argument("--out", default="outputs/demo.mp4", help="output .mp4 (default: %(default)s)")
     for p in (gen, demo):
@@ -536,7 +603,14 @@ def build_parser() -> argparse.ArgumentParser:
     tr.add_argument(
         "--renderer", choices=registry.trainable_names(), default="nerf", help="renderer to train"
     )
-    tr.add_argument("--out", help="checkpoint folder (default: the first identity's renderers/RENDERER)")
+    tr.add_argument(
+        "--motion",
+        action="store_true",
+        help="train the identity's own audio-to-mouth model instead of a renderer (about 2 minutes on a CPU)",
+    )
+    tr.add_argument(
+        "--out", help="checkpoint folder (default: the first identity's renderers/RENDERER or motion_model)"
+    )
     tr.add_argument("--preset", choices=registry.PRESETS, default="preview", help="size and length")
     tr.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
     _add_config_args(tr)

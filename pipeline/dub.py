@@ -38,6 +38,7 @@ from motion.topology import NUM_POINTS
 from motion.tracker import FaceLandmarks
 from pipeline.checks import check_range
 from pipeline.drive import adapt_to_identity
+from pipeline.dub_trained import identity_name, prepared_identity, trained_frames, trained_renderer
 from pipeline.face_follow import FaceTrack, FollowConfig, follow_face, parse_point
 from pipeline.prepare import PrepareConfig
 from pipeline.timeline import frames_in_order, read_span, timeline
@@ -48,6 +49,7 @@ from pipeline.video_io import (
     first_frame_offset,
     probe_video,
 )
+from pipeline.workspace import IDENTITY_FILE, Workspace, identity_dir
 from renderers import registry
 from renderers.warp.lower_face import ColourMatch, LowerFaceConfig, LowerFaceWarp, paste
 from renderers.warp.mouth import MouthPainter, OwnMouth
@@ -364,19 +366,20 @@ def dub(
 
     frames = timeline(len(track), length, config.timeline)
     names = source.model.names
-    target = mouth_expression(
-        motion.with_names(names).expression, names, source, frames, config.match_identity_range
-    )
     strength = dub_strength(source.usable, config.fade_frames)[frames]
+    name = config.identity or identity_name(video)
+    if renderer == "warp":
+        ws = _existing_identity(name, workspace)
+    else:
+        ws = prepared_identity(video, name, workspace, config.prepare, progress)
+    spoken = speech_motion(speech, fps, length, ws, config.motion, transcript, generic=motion)
+    scale = config.match_identity_range and not spoken.in_person_scale
+    target = mouth_expression(spoken.motion.with_names(names).expression, names, source, frames, scale)
     lap("motion")
 
     if renderer == "warp":
         writer_frames = _warped_frames(video, fps, frames, source, target, strength, config)
     else:
-        from pipeline.dub_trained import identity_name, prepared_identity, trained_frames, trained_renderer
-
-        name = config.identity or identity_name(video)
-        ws = prepared_identity(video, name, workspace, config.prepare, progress)
         model_dir = (
             trained_renderer(ws, renderer, config.preset, config.train_seconds, progress)
             if config.train
@@ -384,9 +387,8 @@ def dub(
         )
         lap("prepare and train")
         writer_frames = trained_frames(
-            video, fps, frames, source, target, strength, ws=ws, model_dir=model_dir, speech=motion,
-            lower_face=config.lower_face, match_identity_range=config.match_identity_range,
-            resolution=config.resolution,
+            video, fps, frames, source, target, strength, ws=ws, model_dir=model_dir, speech=spoken.motion,
+            lower_face=config.lower_face, match_identity_range=scale, resolution=config.resolution,
         )  # fmt: skip
     height, width = track.size
     with VideoWriter(
@@ -409,6 +411,15 @@ def dub(
     intended = source.opening(frames, target)
     intended[strength == 0] = np.nan
     return DubResult(out, config_path, renderer, length, len(track), passed, timings, intended)
+
+
+def _existing_identity(name: str, workspace: str | os.PathLike | None) -> Workspace | None:
+    """The prepared identity ``name`` when there is one (its own motion model may drive the warp dub)."""
+    folder = identity_dir(name, workspace)
+    if not (folder / IDENTITY_FILE).is_file():
+        return None
+    ws = Workspace.open(folder)
+    return ws if ws.step_done("tracking") else None
 
 
 def _warped_frames(

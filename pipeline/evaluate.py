@@ -19,6 +19,7 @@ The report folder holds ``report.json``, ``frames.png`` (real | reenacted | audi
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from dataclasses import dataclass, field
@@ -32,13 +33,14 @@ from common.config import save_config
 from common.errors import InputError
 from common.files import atomic_path, write_json, write_png
 from motion.audio import Audio, load_audio
-from motion.audio2motion import Audio2MotionConfig, audio_to_motion
+from motion.audio2motion import Audio2MotionConfig
 from motion.lip_measures import mouth_opening
 from motion.sequence import MotionSequence
 from motion.tracker import track_frames
 from pipeline import metrics
 from pipeline.compositor import FootageCompositor
 from pipeline.drive import composed, retarget
+from pipeline.speech_motion import chosen_model, speech_motion
 from pipeline.video_io import VideoWriter
 from pipeline.workspace import Workspace, identity_dir
 from renderers import image_quality
@@ -220,21 +222,37 @@ def evaluate_identity(
         _image_metrics(fake, gt, box, lpips) for fake, gt, box in zip(reenacted, real, boxes, strict=True)
     ]
 
-    # audio-driven
+    # audio-driven: by the identity's own motion model and by the generic stage, side by side
     speech = _segment_audio(target, frames)
-    predicted = audio_to_motion(speech, target.fps, num_frames=len(frames), config=config.motion)
     trained = fit if target is model_ws else model_ws.fit()  # the same file when evaluated on itself
-    driven = retarget(predicted, fit, frames, trained=trained)
-    spoken = _compose_all(renderer, driven, target, frames, progress)
-
     real_lm = fit.landmarks[frames]
-    spoken_lm = track_frames(spoken)
     reenacted_lm = track_frames(reenacted)
     opening = {
         "real footage": mouth_opening(real_lm),
         "reenacted (tracked motion)": mouth_opening(reenacted_lm),
-        "audio-driven": mouth_opening(spoken_lm),
     }
+    first = chosen_model(model_ws, config.motion.model)
+    spoken_by: dict[str, list[np.ndarray]] = {}
+    by_model: dict[str, dict[str, float]] = {}
+    for model in [first] + (["generic"] if first == "identity" else []):
+        motion = speech_motion(
+            speech, target.fps, len(frames), model_ws, dataclasses.replace(config.motion, model=model)
+        )
+        driven = retarget(
+            motion.motion, fit, frames, trained=trained, match_identity_range=model == "generic"
+        )
+        spoken = _compose_all(renderer, driven, target, frames, progress)
+        spoken_lm = track_frames(spoken)
+        opening[f"audio-driven ({model} motion)"] = mouth_opening(spoken_lm)
+        spoken_by[model] = spoken
+        by_model[model] = {
+            "lmd_mouth_px_at_512": metrics.mouth_landmark_distance(spoken_lm * scale, real_lm * scale),
+            "mouth_opening_correlation": metrics.pearson(
+                opening[f"audio-driven ({model} motion)"], opening["real footage"]
+            ),
+            "faces_found": float(np.isfinite(spoken_lm[:, 0, 0]).mean()),
+        }
+    spoken = spoken_by[first]
     mean = {k: float(np.nanmean([m[k] for m in per_frame])) for k in per_frame[0]}
     mean["temporal_error_face"] = metrics.temporal_error(reenacted, real, boxes)
     report = {
@@ -244,11 +262,9 @@ def evaluate_identity(
         "frames": [int(frames[0]), int(frames[-1]) + 1],
         "seconds": len(frames) / target.fps,
         "self_reenactment": mean,
-        "audio_driven": {
-            "lmd_mouth_px_at_512": metrics.mouth_landmark_distance(spoken_lm * scale, real_lm * scale),
-            "mouth_opening_correlation": metrics.pearson(opening["audio-driven"], opening["real footage"]),
-            "faces_found": float(np.isfinite(spoken_lm[:, 0, 0]).mean()),
-        },
+        "motion_model": first,
+        "audio_driven": by_model[first],
+        "audio_driven_by_motion_model": by_model,
         "reenactment_lip_fidelity": {
             "lmd_mouth_px_at_512": metrics.mouth_landmark_distance(reenacted_lm * scale, real_lm * scale),
             "mouth_opening_correlation": metrics.pearson(
@@ -264,7 +280,10 @@ def evaluate_identity(
         [
             ("real", small(real)),
             ("reenacted: tracked motion", small(reenacted)),
-            ("audio-driven: motion from the clip's speech", small(spoken)),
+            *(
+                (f"audio-driven: {model} motion from the clip's speech", small(images))
+                for model, images in spoken_by.items()
+            ),
         ],
         report_dir / "frames.png",
     )
@@ -278,7 +297,7 @@ def evaluate_identity(
         [
             ("real: the widest-open mouths of the clip", mouths(real)),
             ("reenacted", mouths(reenacted)),
-            ("audio-driven", mouths(spoken)),
+            *((f"audio-driven ({model} motion)", mouths(images)) for model, images in spoken_by.items()),
         ],
         report_dir / "mouths.png",
     )
@@ -293,7 +312,7 @@ def evaluate_identity(
 
 def format_report(report: dict[str, Any]) -> str:
     """The report as a few lines for the terminal."""
-    s, a, r = report["self_reenactment"], report["audio_driven"], report["reenactment_lip_fidelity"]
+    s, r = report["self_reenactment"], report["reenactment_lip_fidelity"]
     lines = [
         f"{report['identity']} ({report['renderer']}) on {report['evaluated_on']}, "
         f"frames {report['frames'][0]}-{report['frames'][1]} ({report['seconds']:.1f} s)",
@@ -301,8 +320,12 @@ def format_report(report: dict[str, Any]) -> str:
         f"{s['psnr_face']:.2f} dB, SSIM {s['ssim_face']:.3f}"
         + (f", LPIPS {s['lpips_face']:.3f}" if "lpips_face" in s else " (LPIPS: weights not here)")
         + f"; flicker {100 * s['temporal_error_face']:.2f} % (frame-to-frame change unlike the footage's)",
-        f"  audio-driven: mouth LMD {a['lmd_mouth_px_at_512']:.2f} px @512, mouth-opening correlation "
-        f"{a['mouth_opening_correlation']:.2f} (faces found {100 * a['faces_found']:.0f}%)",
+        *(
+            f"  audio-driven, {model} motion: mouth LMD {a['lmd_mouth_px_at_512']:.2f} px @512, "
+            f"mouth-opening correlation {a['mouth_opening_correlation']:.2f} "
+            f"(faces found {100 * a['faces_found']:.0f}%)"
+            for model, a in report["audio_driven_by_motion_model"].items()
+        ),
         f"  reenacted lips: LMD {r['lmd_mouth_px_at_512']:.2f} px, "
         f"correlation {r['mouth_opening_correlation']:.2f}",
         f"  report: {report['report_dir']}",

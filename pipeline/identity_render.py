@@ -20,10 +20,11 @@ import numpy as np
 from common.config import save_config
 from common.errors import InputError
 from motion.audio import load_audio
-from motion.audio2motion import Audio2MotionConfig, audio_to_motion, require_speech
+from motion.audio2motion import Audio2MotionConfig, require_speech
 from motion.sequence import MotionSequence
 from pipeline.compositor import FootageCompositor
 from pipeline.drive import backdrop_frames, composed, retarget
+from pipeline.speech_motion import speech_motion
 from pipeline.video_io import VideoWriter, check_output_path
 from pipeline.workspace import Workspace, identity_dir
 from renderers.base import load_renderer
@@ -98,10 +99,11 @@ def render_identity(
         model_dir, render={"resolution": config.resolution} if config.resolution else None
     )
     fit = ws.fit()
-    speech_motion = audio_to_motion(speech, ws.fps, transcript=transcript, config=config.motion)
+    spoken = speech_motion(speech, ws.fps, ws=ws, config=config.motion, transcript=transcript)
     given = MotionSequence.load(config.poses) if config.poses.endswith(".npz") else None
-    frames = backdrop_frames(ws, fit, len(speech_motion), "static" if given else config.poses)
-    driven = retarget(speech_motion, fit, frames, None, config.match_identity_range, given)
+    frames = backdrop_frames(ws, fit, len(spoken.motion), "static" if given else config.poses)
+    scale = config.match_identity_range and not spoken.in_person_scale
+    driven = retarget(spoken.motion, fit, frames, None, scale, given)
     compositor = FootageCompositor(ws.background(), background=parse_background(config.background))
     with VideoWriter(out, ws.fps, (ws.size, ws.size), audio=speech, crf=config.crf) as writer:
         for frame in composed(renderer, driven, ws, frames, compositor, progress):

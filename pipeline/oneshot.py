@@ -14,12 +14,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from common.config import save_config
+from common.errors import InputError
 from motion.audio import load_audio
 from motion.audio2motion import Audio2MotionConfig, audio_to_motion, require_speech
 from motion.face_model import FaceModel
 from motion.sequence import MotionSequence
 from motion.tracker import make_tracker, track_portrait
-from pipeline.checks import check_fps, check_range, check_size, check_writes_spare_reads
+from pipeline.checks import check_fps, check_motion_file, check_range, check_size, check_writes_spare_reads
 from pipeline.compositor import Compositor
 from pipeline.framing import frame_square
 from pipeline.image_io import load_image
@@ -78,12 +79,14 @@ def generate(
     config: GenerateConfig | None = None,
     progress: bool = False,
     save_motion: bool = False,
+    motion: str | os.PathLike | None = None,
 ) -> GenerateResult:
     """Make a talking video of the face in ``image`` saying ``audio``.
 
     The video (H.264 + AAC mp4, ``config.size`` square, as long as the audio) is written atomically to
-    ``out``; the resolved config goes next to it as ``<name>.config.yaml``. Bad inputs raise
-    :class:`common.errors.UserError` before anything is written.
+    ``out``; the resolved config goes next to it as ``<name>.config.yaml``. ``motion``, a MotionSequence
+    ``.npz`` (``talking-portrait motion``), drives the face instead of the motion stage; the video then
+    takes its frame rate. Bad inputs raise :class:`common.errors.UserError` before anything is written.
     """
     config = config or GenerateConfig()
     check_size(config.size)
@@ -91,7 +94,8 @@ def generate(
     check_range(config.zoom, "--set zoom", 1.0, 10.0)
     check_range(config.crf, "--set crf", 0, 51)
     check_range(config.max_seconds, "--set max_seconds", 0.1, 24 * 3600)
-    check_writes_spare_reads([image, audio], output_paths(out, save_motion=save_motion))
+    check_writes_spare_reads([image, audio, motion], output_paths(out, save_motion=save_motion))
+    given = _motion_file(motion) if motion is not None else None
     timings: dict[str, float] = {}
     clock = time.perf_counter()
 
@@ -114,9 +118,14 @@ def generate(
     fit = FaceModel().fit(face)
     lap("track")
 
-    motion = audio_to_motion(
-        speech, config.fps, transcript=transcript, config=config.motion, progress=progress
-    )
+    if given is None:
+        motion = audio_to_motion(
+            speech, config.fps, transcript=transcript, config=config.motion, progress=progress
+        )
+    else:
+        motion = given
+        _check_motion_length(motion, speech.duration, str(audio))
+        config.fps = motion.fps
     lap("motion")
 
     build = registry.entry(config.renderer).portrait_builder()
@@ -135,6 +144,27 @@ def generate(
     if save_motion:
         motion.save(motion_path)
     return GenerateResult(out, config_path, motion, len(motion), speech.duration, timings)
+
+
+def _motion_file(path: str | os.PathLike) -> MotionSequence:
+    """The MotionSequence in ``path``, checked to be one a photo can be driven with."""
+    check_motion_file(path, "--motion")
+    motion = MotionSequence.load(path)
+    if motion.pose_kind != "relative":
+        raise InputError(
+            f"--motion {path} holds camera poses (tracked footage), a photo is driven with relative ones",
+            "write it with talking-portrait motion --audio SPEECH --out MOTION.npz",
+        )
+    check_fps(motion.fps)
+    return motion
+
+
+def _check_motion_length(motion: MotionSequence, seconds: float, audio: str) -> None:
+    if abs(motion.duration - seconds) > 0.5:
+        raise InputError(
+            f"--motion lasts {motion.duration:.2f} s and {audio} {seconds:.2f} s",
+            "write the motion from the same speech: talking-portrait motion --audio SPEECH --out MOTION.npz",
+        )
 
 
 def output_paths(out: str | os.PathLike, save_motion: bool = False) -> list[Path]:

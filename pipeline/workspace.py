@@ -9,6 +9,8 @@ Layout of ``<root>/<identity>/``::
     audio.wav              the speech track, 16 kHz mono PCM
     audio_features.npz     per-frame log-mel windows and phoneme posteriors
     report/                contact sheet, pose and expression plots, summary.json
+    renderers/NAME/        trained renderers (``train --renderer NAME``)
+    motion_model/          the identity's own audio-to-mouth model (``train --motion``)
 
 Every file is written atomically; ``identity.json`` records a step as finished only after its files are
 in place, so a run killed at any moment resumes from the last finished chunk or step. It also records each
@@ -199,6 +201,14 @@ class Workspace:
     def renderer_dir(self, renderer: str) -> Path:
         """Where the identity's trained ``renderer`` (its registry name) is saved."""
         return self.path / "renderers" / renderer
+
+    @property
+    def motion_model_dir(self) -> Path:
+        """Where the identity's own audio-to-mouth model is saved (``train --motion``)."""
+        return self.path / "motion_model"
+
+    def has_motion_model(self) -> bool:
+        return (self.motion_model_dir / "model.safetensors").is_file()
 
     def trained_renderer_dir(self, renderer: str) -> Path:
         """:meth:`renderer_dir` when a trained renderer is there, else an error saying how to train it."""
