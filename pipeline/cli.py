@@ -435,6 +435,16 @@ def _run_bench_dub(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_bench_lipsync(args: argparse.Namespace) -> int:
+    from common.config import load_config
+    from motion.audio2motion import Audio2MotionConfig
+    from pipeline.bench.lipsync import bench_lipsync
+
+    config = load_config(Audio2MotionConfig, args.config, args.set)
+    bench_lipsync(clips=args.clips, out=args.out, fit=args.fit, identities=args.workspace, config=config)
+    return 0
+
+
 def _run_bench_prepare(args: argparse.Namespace) -> int:
     from pipeline.bench.prepare import bench_prepare
 
@@ -510,6 +520,31 @@ def build_parser() -> argparse.ArgumentParser:
     bdub.add_argument("--out", default="outputs/bench_dub", help="scratch folder")
     bdub.add_argument("--long-seconds", dest="long_seconds", type=float, default=60.0, help="the long source")
     bdub.set_defaults(func=_run_bench_dub)
+
+    blip = bench_sub.add_parser(
+        "lipsync",
+        help="lip sync of the generic motion stage on real speakers; --fit fits its lead and jaw settings",
+    )
+    blip.add_argument(
+        "--clips", nargs="+", help="videos, or names in ../shared/data (default: its real speakers present)"
+    )
+    blip.add_argument("--out", default="outputs/bench_lipsync", help="report folder (default: %(default)s)")
+    blip.add_argument(
+        "--workspace",
+        help="where the clips are prepared as identities (default outputs/bench_lipsync/identities)",
+    )
+    blip.add_argument(
+        "--fit", action="store_true", help="fit the lead and jaw settings, leave-one-person-out, then on all"
+    )
+    blip.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a motion setting to measure and fit from, e.g. --set lead_ms=0 (repeatable)",
+    )
+    blip.add_argument("--config", help="YAML of motion settings to measure and fit from")
+    blip.set_defaults(func=_run_bench_lipsync)
 
     bprep = bench_sub.add_parser(
         "prepare", help="identity preparation: frames/s end to end, peak RAM, wall over a bare face-mesh pass"

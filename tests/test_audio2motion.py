@@ -174,3 +174,101 @@ def test_jaw_correlates_with_the_envelope_in_any_language(path):
     envelope = _frame_rms(audio.samples - audio.samples.mean(), audio.rate, 25.0, len(motion))
     r = np.corrcoef(motion.coefficient("jaw_open"), envelope)[0, 1]
     assert r >= 0.6, f"jaw/envelope correlation {r:.2f}"
+
+
+# ---- the lead and the lip-sync fit ---------------------------------------------------------------------
+
+
+def test_lead_shows_the_mouth_that_many_frames_earlier_and_keeps_silence_shut():
+    audio = _bursts()
+    fps = 25.0
+    plain = Audio2MotionConfig(speech_threshold=0.0, lead_ms=0.0)
+    led = Audio2MotionConfig(speech_threshold=0.0, lead_ms=80.0)  # two frames at 25 fps
+    mouth = audio_to_motion(audio, fps, config=plain).expression[:, MOUTH_COLS]
+    early = audio_to_motion(audio, fps, config=led).expression[:, MOUTH_COLS]
+    np.testing.assert_allclose(early[:-2], mouth[2:], atol=1e-5)
+    assert np.abs(mouth).max() > 0.5
+    for k in range(3):  # each pause is still exactly shut, only two frames sooner at both ends
+        start = 1.0 + 2.0 * k
+        gap = _frames_between(fps, len(mouth), start + 1.0 + 0.15 - 0.08, start + 2.0 - 0.1 - 0.08)
+        assert np.all(early[gap] == 0.0)
+    # The silence before the first burst stays shut up to the lead and the onset ramp.
+    assert np.all(early[_frames_between(fps, len(mouth), 0.0, 0.8)] == 0.0)
+
+
+def _synthetic_case(name: str, person: str, syllable_hz: float, true: Audio2MotionConfig, seed: int):
+    """A :class:`ClipCase` of tone bursts whose 'real' opening is what ``true`` gives, plus a little noise."""
+    from motion.audio2motion import analyse_speech, mouth_parts
+    from motion.face_model import FaceModel
+    from pipeline.bench import lipsync
+
+    fps = 25.0
+    audio = _bursts(syllable_hz=syllable_hz, count=2)
+    base = Audio2MotionConfig(speech_threshold=0.0)
+    parts = mouth_parts(analyse_speech(audio, base), [], fps, base)
+    num = round(audio.duration * fps)
+    model = FaceModel()
+    case = lipsync.ClipCase(
+        name=name,
+        person=person,
+        fps=fps,
+        parts=parts,
+        real=np.zeros(num),
+        valid=np.ones(num, bool),
+        model=model,
+        tracked=np.zeros((num, len(EXPRESSION_INDEX))),
+        rest=np.zeros(len(EXPRESSION_INDEX)),
+    )
+    own = lipsync.generic_mouth(case, true).astype(np.float64)
+    case.tracked = own  # the person's own range is the true motion's
+    noise = np.random.default_rng(seed).normal(0.0, 0.003, num)
+    case.real = lipsync.generic_opening(case, true) + noise
+    return case
+
+
+def test_bench_fit_finds_the_lead_and_the_held_out_person_gains():
+    from dataclasses import replace
+
+    from pipeline.bench import lipsync
+
+    start = Audio2MotionConfig(speech_threshold=0.0, lead_ms=0.0)
+    true = replace(start, lead_ms=80.0)
+    cases = [
+        _synthetic_case("a1", "a", 4.0, true, 0),
+        _synthetic_case("a2", "a", 3.0, true, 1),
+        _synthetic_case("b", "b", 5.0, true, 2),
+    ]
+    only_lead = {"lead_ms": (0.0, 160.0)}
+    assert lipsync.persons(cases) == ["a", "b"]
+    fitted = lipsync.fit_settings(cases, start, only_lead, min_loudness_r=None)
+    assert abs(fitted.lead_ms - 80.0) < 12.0, fitted.lead_ms
+    assert lipsync.mean_person_r(cases, fitted) > 0.95 > lipsync.mean_person_r(cases, start)
+    held_out = lipsync.leave_one_person_out(cases, start, only_lead, min_loudness_r=None)
+    assert set(held_out) == {"a", "b"}
+    for person in held_out.values():
+        assert person["fitted"] > person["start"] + 0.05
+        assert abs(person["values"]["lead_ms"] - 80.0) < 15.0
+    # The measure: the true motion is late by the lead, and the lag says so.
+    figures = lipsync.measure(cases[0], start)
+    assert figures["lag_ms"] == 80.0 and figures["best_r"] > 0.95 > figures["r"]
+
+
+def test_bench_lipsync_command_is_wired():
+    from pipeline.cli import build_parser
+
+    args = build_parser().parse_args(["bench", "lipsync", "--fit", "--clips", "a.mp4", "--out", "x"])
+    assert args.fit and args.clips == ["a.mp4"] and args.out == "x"
+    assert args.func.__name__ == "_run_bench_lipsync"
+
+
+@pytest.mark.slow
+def test_bench_lipsync_on_a_real_clip(tmp_path):
+    video = SHARED_DATA / "talk_pcavs_731200067.mp4"
+    if not video.is_file():
+        pytest.skip(f"{video} is absent")
+    from pipeline.bench.lipsync import bench_lipsync
+
+    report = bench_lipsync([str(video)], out=str(tmp_path / "out"), identities=str(tmp_path / "ids"))
+    (row,) = report["clips"]
+    assert row["start"]["r"] > 0.3  # this speaker's mouth follows the generic motion best of all clips
+    assert (tmp_path / "out" / "report.json").is_file() and (tmp_path / "out" / "openings.png").is_file()
