@@ -260,9 +260,12 @@ def _run_train(args: argparse.Namespace) -> int:
 
 def _train_motion(people: list, args: argparse.Namespace) -> int:
     """``train --motion``: each identity's own audio-to-mouth model, into its ``motion_model`` folder."""
+    from common.config import CONFIG_DIR
     from pipeline.motion_training import MotionTrainConfig, train_motion_model
 
-    config = _config_from_args(MotionTrainConfig, args, ())
+    preset = f"motion_{args.preset}.yaml"  # a motion preset where one exists (tiny), else the defaults
+    given = args.config or (preset if (CONFIG_DIR / preset).is_file() else None)
+    config = _config_from_args(MotionTrainConfig, argparse.Namespace(config=given, set=args.set), ())
     for ws in people:
         out = Path(args.out) if args.out and len(people) == 1 else ws.motion_model_dir
         _check_train_out(out, [ws.path] if out != ws.motion_model_dir else [])
@@ -373,12 +376,11 @@ def _run_eval(args: argparse.Namespace) -> int:
     if args.dub:
         from pipeline.evaluate_dub import evaluate_dub, format_dub_report
 
-        if args.on:
-            raise UserError("--dub evaluates on the identity's own held-out footage", "leave --on out")
         renderer = args.renderer or "warp"
         dubbed = evaluate_dub(
-            args.identity, args.workspace, renderer, config.max_frames, args.out, config.resolution
-        )
+            args.identity, args.workspace, renderer, config.max_frames, args.out, config.resolution,
+            on=args.on, motion_model=config.motion.model,
+        )  # fmt: skip
         print(format_dub_report(dubbed))
         return 0
     if config.renderer == "warp":
@@ -432,6 +434,15 @@ def _run_bench_dub(args: argparse.Namespace) -> int:
     from pipeline.bench.dub import bench_dub
 
     bench_dub(out=args.out, long_seconds=args.long_seconds)
+    return 0
+
+
+def _run_bench_photo_lipsync(args: argparse.Namespace) -> int:
+    from pipeline.bench.photo_lipsync import bench_photo_lipsync
+
+    bench_photo_lipsync(
+        clips=args.clips, out=args.out, config=_generate_config(args), max_seconds=args.seconds
+    )
     return 0
 
 
@@ -545,6 +556,21 @@ def build_parser() -> argparse.ArgumentParser:
     )
     blip.add_argument("--config", help="YAML of motion settings to measure and fit from")
     blip.set_defaults(func=_run_bench_lipsync)
+
+    bphoto = bench_sub.add_parser(
+        "photo-lipsync",
+        help="single-photo generate from a real clip's first frame and its speech, against the real mouth",
+    )
+    bphoto.add_argument(
+        "--clips", nargs="+", help="videos, or names in ../shared/data (default: talk_andrew_b, talk_may_5s)"
+    )
+    bphoto.add_argument(
+        "--out", default="outputs/bench_photo_lipsync", help="report folder (default: %(default)s)"
+    )
+    bphoto.add_argument("--seconds", type=float, default=30.0, help="longest stretch of each clip measured")
+    _add_config_args(bphoto)
+    bphoto.set_defaults(func=_run_bench_photo_lipsync, size=None, fps=None, tracker=None, renderer=None,
+                        checkpoint=None)  # fmt: skip
 
     bprep = bench_sub.add_parser(
         "prepare", help="identity preparation: frames/s end to end, peak RAM, wall over a bare face-mesh pass"

@@ -41,6 +41,7 @@ from pipeline.drive import adapt_to_identity
 from pipeline.dub_trained import identity_name, prepared_identity, trained_frames, trained_renderer
 from pipeline.face_follow import FaceTrack, FollowConfig, follow_face, parse_point
 from pipeline.prepare import PrepareConfig
+from pipeline.speech_motion import speech_motion
 from pipeline.timeline import frames_in_order, read_span, timeline
 from pipeline.video_io import (
     VideoInfo,
@@ -67,6 +68,8 @@ class DubConfig:
     a GPU is present, else warp."""
     identity: str = ""
     """The trained paths' identity workspace (default: named after the video file and its fingerprint)."""
+    motion_identity: str = ""
+    """The identity whose own motion model makes the mouth (default: ``identity``; see ``motion.model``)."""
     preset: str = "preview"
     """Training preset (``configs/<renderer>_<preset>.yaml``) when the identity has no trained renderer."""
     train_seconds: float = 0.0
@@ -355,14 +358,14 @@ def dub(
     shown = int(timeline(info.num_frames - first, length, config.timeline).max()) + 1
     offset = first_frame_offset(video)
     with ThreadPoolExecutor(1) as pool:  # the speech is analysed while the face is followed
-        speech_motion = pool.submit(
+        generic_motion = pool.submit(
             audio_to_motion, speech, fps, num_frames=length, transcript=transcript, config=config.motion
         )
         track = follow_face(read_span(video, fps, first, shown, offset), point, config.follow)
         source = fit_source(track, config.max_turn_degrees)
         source.offset, source.first = offset, first
         lap("track")
-        motion = speech_motion.result()
+        motion = generic_motion.result()
 
     frames = timeline(len(track), length, config.timeline)
     names = source.model.names
@@ -372,7 +375,15 @@ def dub(
         ws = _existing_identity(name, workspace)
     else:
         ws = prepared_identity(video, name, workspace, config.prepare, progress)
-    spoken = speech_motion(speech, fps, length, ws, config.motion, transcript, generic=motion)
+    speaker = ws
+    if config.motion_identity:
+        speaker = _existing_identity(config.motion_identity, workspace)
+        if speaker is None:
+            raise InputError(
+                f"--set motion_identity={config.motion_identity}: no prepared identity of that name",
+                "give a prepared identity (talking-portrait prepare VIDEO --identity NAME)",
+            )
+    spoken = speech_motion(speech, fps, length, speaker, config.motion, transcript, generic=motion)
     scale = config.match_identity_range and not spoken.in_person_scale
     target = mouth_expression(spoken.motion.with_names(names).expression, names, source, frames, scale)
     lap("motion")

@@ -16,6 +16,7 @@ mouth close-ups),
 
 from __future__ import annotations
 
+import dataclasses
 import os
 from pathlib import Path
 from typing import Any
@@ -28,12 +29,14 @@ from common.errors import InputError
 from common.files import write_json
 from motion import topology as tp
 from motion.audio import Audio, load_audio
+from motion.audio2motion import Audio2MotionConfig
 from motion.lip_measures import mouth_opening
 from pipeline import metrics
 from pipeline.dub import DubConfig, dub
 from pipeline.evaluate import held_out_frames, plot_mouth, sheet, write_side_by_side
 from pipeline.face_follow import follow_face
 from pipeline.prepare import write_wav
+from pipeline.speech_motion import chosen_model
 from pipeline.timeline import read_span
 from pipeline.video_io import first_frame_offset, probe_video, read_video_frames
 from pipeline.workspace import Workspace, identity_dir
@@ -52,109 +55,140 @@ def evaluate_dub(
     out: str | os.PathLike | None = None,
     resolution: int = 0,
     progress: bool = False,
+    on: str | None = None,
+    motion_model: str = "auto",
 ) -> dict[str, Any]:
-    """Dub ``identity``'s held-out footage with its own speech and measure it; returns the report."""
-    ws = Workspace.open(identity_dir(identity, workspace))
-    ws.require("report")
-    ws.require_intact()
+    """Dub ``identity``'s held-out footage (or all of ``on``'s, another prepared clip of the same person)
+    with its own speech and measure it; returns the report.
+
+    The mouth is made by the identity's own motion model when it has one, and then also by the generic stage,
+    each measured (``by_motion_model``); ``motion_model`` (``motion.model``) can ask for one of them.
+    """
+    model_ws = Workspace.open(identity_dir(identity, workspace))
+    ws = model_ws if on is None else Workspace.open(identity_dir(on, workspace))
+    for checked in {model_ws.path: model_ws, ws.path: ws}.values():
+        checked.require("report")
+        checked.require_intact()
     video = Path(ws.info["source"]["path"])
     if not video.is_file():
         raise InputError(
-            f"the video {identity} was prepared from is not at {video}",
+            f"the video {ws.name} was prepared from is not at {video}",
             "put it back there, or prepare the identity again from where it is now",
         )
     if renderer != "warp":
         ws.trained_renderer_dir(renderer)  # evaluated as trained, never trained here
-    frames = held_out_frames(ws, ws, max_frames)
+    frames = held_out_frames(model_ws, ws, max_frames)
     start, stop = float(frames[0] / ws.fps), float((frames[-1] + 1) / ws.fps)
-    report_dir = Path(out) if out else ws.report_dir / f"eval_dub_{renderer}"
+    default_dir = f"eval_dub_{renderer}" + ("" if on is None else f"_on_{on}")
+    report_dir = Path(out) if out else model_ws.report_dir / default_dir
     report_dir.mkdir(parents=True, exist_ok=True)
 
     speech = load_audio(ws.file("audio.wav"))
     segment = Audio(speech.samples[round(start * speech.rate) : round(stop * speech.rate)], speech.rate)
     speech_path = report_dir / "speech.wav"
     write_wav(speech_path, segment)
-    config = DubConfig(
-        renderer=renderer,
-        start=start,
-        timeline="cut",
-        identity=identity,
-        mouth_texture="closed",
-        resolution=resolution,
-        train=False,  # the renderer as it was trained
-    )
-    result = dub(video, speech_path, report_dir / "dubbed.mp4", config=config, workspace=workspace)
+    first_model = chosen_model(model_ws, motion_model)
+    models = [first_model] + (["generic"] if first_model == "identity" else [])
+    configs, results, dubbed_by = {}, {}, {}
+    for model in models:
+        configs[model] = DubConfig(
+            renderer=renderer,
+            start=start,
+            timeline="cut",
+            identity=ws.name,
+            motion_identity=identity,
+            mouth_texture="closed",
+            resolution=resolution,
+            train=False,  # the renderer as it was trained
+            motion=dataclasses.replace(Audio2MotionConfig(), model=model),
+        )
+        name = "dubbed.mp4" if model == first_model else f"dubbed_{model}.mp4"
+        results[model] = dub(
+            video, speech_path, report_dir / name, config=configs[model], workspace=workspace
+        )
+        dubbed_by[model] = list(read_video_frames(results[model].video))
 
-    dubbed = list(read_video_frames(result.video))
     info = probe_video(video, decode=False)
     first = round(start * info.fps)
-    real = list(read_span(video, info.fps, first, len(dubbed), first_frame_offset(video)))
-    n = min(len(real), len(dubbed))
-    real, dubbed = real[:n], dubbed[:n]
-    real_track, dub_track = follow_face(real), follow_face(dubbed)
-    found = real_track.found & dub_track.found
-    if found.sum() < 3:
-        raise InputError(
-            f"the face was lost in the held-out part of {identity}", "prepare a clip where it shows"
-        )
+    n = min(len(d) for d in dubbed_by.values())
+    real = list(read_span(video, info.fps, first, n, first_frame_offset(video)))
+    n = min(n, len(real))
+    real = real[:n]
+    real_track = follow_face(real)
     size = real[0].shape[:2]
-    box = metrics.mouth_box(real_track.points[found], (size[1], size[0]))
-    quality = []
-    for a, b in zip(dubbed, real, strict=True):
-        fa, fb = a.astype(np.float32) / 255, b.astype(np.float32) / 255
-        ma, mb = metrics.crop(fa, box), metrics.crop(fb, box)
-        quality.append(
-            (image_quality.psnr(fa, fb), float(image_quality.ssim(fa, fb)),
-             image_quality.psnr(ma, mb), float(image_quality.ssim(ma, mb)))
-        )  # fmt: skip
-    psnr, ssim, psnr_mouth, ssim_mouth = np.mean(quality, 0)
-    face_height = np.nanmedian(np.ptp(real_track.points[found][:, list(tp.FACE_OVAL), 1], axis=1))
+    box = metrics.mouth_box(real_track.points[real_track.found], (size[1], size[0]))
+    face_height = np.nanmedian(np.ptp(real_track.points[real_track.found][:, list(tp.FACE_OVAL), 1], axis=1))
     scale = METRIC_FACE / face_height
-    real_lm, dub_lm = real_track.points[found, :, :2], dub_track.points[found, :, :2]
-    opening = {
-        "intended (motion stage)": np.where(found, result.intended_opening[:n], np.nan),
-        "real footage": mouth_opening(np.where(found[:, None, None], real_track.points, np.nan)),
-        "dubbed (speech -> motion -> paste-back)": mouth_opening(
-            np.where(found[:, None, None], dub_track.points, np.nan)
-        ),
-    }
+    real_opening = mouth_opening(np.where(real_track.found[:, None, None], real_track.points, np.nan))
+    opening = {"real footage": real_opening}
+    by_model = {}
+    for model in models:
+        dubbed = dubbed_by[model][:n]
+        dub_track = follow_face(dubbed)
+        found = real_track.found & dub_track.found
+        if found.sum() < 3:
+            raise InputError(
+                f"the face was lost in the held-out part of {ws.name}", "prepare a clip where it shows"
+            )
+        quality = []
+        for a, b in zip(dubbed, real, strict=True):
+            fa, fb = a.astype(np.float32) / 255, b.astype(np.float32) / 255
+            ma, mb = metrics.crop(fa, box), metrics.crop(fb, box)
+            quality.append(
+                (image_quality.psnr(fa, fb), float(image_quality.ssim(fa, fb)),
+                 image_quality.psnr(ma, mb), float(image_quality.ssim(ma, mb)))
+            )  # fmt: skip
+        psnr, ssim, psnr_mouth, ssim_mouth = np.mean(quality, 0)
+        real_lm, dub_lm = real_track.points[found, :, :2], dub_track.points[found, :, :2]
+        intended = results[model].intended_opening[:n]
+        drawn = mouth_opening(np.where(found[:, None, None], dub_track.points, np.nan))
+        opening[f"intended ({model} motion)"] = np.where(found, intended, np.nan)
+        opening[f"dubbed ({model} motion)"] = drawn
+        by_model[model] = {
+            "psnr": float(psnr),
+            "ssim": float(ssim),
+            "psnr_mouth": float(psnr_mouth),
+            "ssim_mouth": float(ssim_mouth),
+            "lmd_mouth_px_at_512": metrics.mouth_landmark_distance(dub_lm * scale, real_lm * scale),
+            "mouth_opening_correlation": metrics.pearson(drawn, real_opening),
+            # the drawn mouth against the one dub meant to draw (the paste-back's fidelity), and what it
+            # meant to draw against the real mouth (the motion stage's lip sync)
+            "drawn_vs_intended_correlation": metrics.pearson(drawn, intended),
+            "intended_vs_real_correlation": metrics.pearson(intended, real_opening),
+            "faces_found": float(dub_track.found.mean()),
+            "passed_through": results[model].passed_through,
+        }
     report = {
         "identity": identity,
-        "renderer": result.renderer,
+        "evaluated_on": ws.name,
+        "renderer": results[first_model].renderer,
         "source": str(video),
         "frames": [first, first + n],
         "seconds": n / info.fps,
         "resolution": [size[1], size[0]],
-        "psnr": float(psnr),
-        "ssim": float(ssim),
-        "psnr_mouth": float(psnr_mouth),
-        "ssim_mouth": float(ssim_mouth),
         "mouth_box": list(box),
-        "lmd_mouth_px_at_512": metrics.mouth_landmark_distance(dub_lm * scale, real_lm * scale),
-        "mouth_opening_correlation": metrics.pearson(
-            opening["dubbed (speech -> motion -> paste-back)"], opening["real footage"]
-        ),
-        # the drawn mouth against the one dub meant to draw (the paste-back's fidelity), and what it meant to
-        # draw against the real mouth (the motion stage's lip sync)
-        "drawn_vs_intended_correlation": metrics.pearson(
-            opening["dubbed (speech -> motion -> paste-back)"], result.intended_opening[:n]
-        ),
-        "intended_vs_real_correlation": metrics.pearson(result.intended_opening[:n], opening["real footage"]),
-        "faces_found": float(dub_track.found.mean()),
-        "passed_through": result.passed_through,
+        "motion_model": first_model,
+        **by_model[first_model],
+        "by_motion_model": by_model,
     }
 
     picks = np.linspace(0, n - 1, min(6, n)).round().astype(int)
     whole = lambda images: [cv2.resize(images[k], (int(192 * size[1] / size[0]), 192)) for k in picks]
+    wide = np.argsort(np.nan_to_num(real_opening, nan=-1.0))[::-1]
+    picks_wide = sorted(wide[: min(6, n)])
     close = lambda images: [
-        cv2.resize(metrics.crop(images[k], box), (160, 160), interpolation=cv2.INTER_CUBIC) for k in picks
+        cv2.resize(metrics.crop(images[k], box), (160, 160), interpolation=cv2.INTER_CUBIC)
+        for k in picks_wide
     ]
-    sheet([("real", whole(real)), ("dubbed", whole(dubbed))], report_dir / "frames.png")
-    sheet([("real mouth", close(real)), ("dubbed mouth", close(dubbed))], report_dir / "mouths.png")
-    plot_mouth(opening, info.fps, report_dir / "mouth.png", f"{identity}: dubbed with its own speech")
-    write_side_by_side(report_dir / "side_by_side.mp4", info.fps, real, dubbed, segment)
+    rows = [("real", whole(real))] + [(f"dubbed, {m} motion", whole(dubbed_by[m])) for m in models]
+    sheet(rows, report_dir / "frames.png")
+    rows = [("real mouth, widest open", close(real))]
+    rows += [(f"dubbed, {m} motion", close(dubbed_by[m])) for m in models]
+    sheet(rows, report_dir / "mouths.png")
+    plot_mouth(opening, info.fps, report_dir / "mouth.png", f"{ws.name}: dubbed with its own speech")
+    write_side_by_side(report_dir / "side_by_side.mp4", info.fps, real, dubbed_by[first_model][:n], segment)
     write_json(report_dir / "report.json", report)
-    save_config(config, report_dir / "dub.config.yaml")
+    save_config(configs[first_model], report_dir / "dub.config.yaml")
     report["report_dir"] = str(report_dir)
     return report
 
@@ -163,16 +197,20 @@ def format_dub_report(report: dict[str, Any]) -> str:
     """The report as a few lines for the terminal."""
     return "\n".join(
         [
-            f"{report['identity']} dubbed with its own held-out speech ({report['renderer']}), frames "
+            f"{report['evaluated_on']} dubbed with its own speech ({report['renderer']}, the mouth by "
+            f"{report['identity']}'s motion), frames "
             f"{report['frames'][0]}-{report['frames'][1]} ({report['seconds']:.1f} s) at "
             f"{report['resolution'][0]}x{report['resolution'][1]}",
             f"  PSNR {report['psnr']:.2f} dB, SSIM {report['ssim']:.3f}; mouth box PSNR "
             f"{report['psnr_mouth']:.2f} dB, SSIM {report['ssim_mouth']:.3f}",
-            f"  mouth LMD {report['lmd_mouth_px_at_512']:.2f} px @512, mouth-opening correlation "
-            f"{report['mouth_opening_correlation']:.2f} (faces found {100 * report['faces_found']:.0f}%)",
-            f"  the drawn mouth follows the intended one at r {report['drawn_vs_intended_correlation']:.2f} "
-            f"(paste-back); the intended one follows the real at r "
-            f"{report['intended_vs_real_correlation']:.2f} (motion stage)",
+            *(
+                f"  {model} motion: mouth LMD {m['lmd_mouth_px_at_512']:.2f} px @512, mouth-opening "
+                f"correlation {m['mouth_opening_correlation']:.2f} (faces found "
+                f"{100 * m['faces_found']:.0f}%); the drawn mouth follows the intended one at r "
+                f"{m['drawn_vs_intended_correlation']:.2f} (paste-back), the intended one the real at r "
+                f"{m['intended_vs_real_correlation']:.2f} (motion stage)"
+                for model, m in report["by_motion_model"].items()
+            ),
             f"  report: {report['report_dir']}",
         ]
     )

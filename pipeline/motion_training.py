@@ -242,14 +242,21 @@ def _learning_rate(config: MotionTrainConfig, step: int) -> float:
     return config.learning_rate * warm * (0.05 + 0.95 * 0.5 * (1.0 + math.cos(math.pi * progress)))
 
 
-def heldout_figures(model: LipMotionModel, data: MotionData) -> dict[str, float]:
+def heldout_figures(
+    model: LipMotionModel, data: MotionData, units: tuple[np.ndarray, np.ndarray] | None = None
+) -> dict[str, float]:
     """The model's and the generic stage's mouth-opening correlation with the real footage on the held-out
-    frames (nan without any), and the model's lip-points error there."""
+    frames (nan without any). ``units``: the person's resting mouth and spread (default: the model's)."""
     if not data.heldout.any():
         return {"heldout_opening_r": math.nan, "generic_opening_r": math.nan}
+    rest, spread = units if units is not None else (model.rest, model.scale)
     model.net.eval()
     with torch.no_grad():
-        out = model.coefficients(torch.from_numpy(data.inputs)[None])[0]
+        raw = model.net(torch.from_numpy(data.inputs)[None])[0]
+        out = (
+            torch.from_numpy(rest.astype(np.float32))[:, None]
+            + torch.from_numpy(spread.astype(np.float32))[:, None] * raw
+        )
         mouth = read_at(out, torch.from_numpy(frame_positions(len(data.targets), data.fps))).T.numpy()
     model.net.train()
     keep = data.heldout
@@ -259,7 +266,7 @@ def heldout_figures(model: LipMotionModel, data: MotionData) -> dict[str, float]
         expression[:, MOUTH_COLUMNS] = mouth[keep]
         return model_mouth_opening(data.face, expression)
 
-    generic = model.rest + data.generic_mouth
+    generic = rest + data.generic_mouth
     return {
         "heldout_opening_r": pearson(opening(mouth), data.real_opening[keep]),
         "generic_opening_r": pearson(opening(generic), data.real_opening[keep]),
@@ -279,16 +286,35 @@ def train_motion_model(
     return figures
 
 
+def person_scale(data: MotionData) -> tuple[np.ndarray, np.ndarray]:
+    """A person's resting mouth (10th percentile of each coefficient) and spread, from the training part."""
+    train_targets = data.targets[data.train]
+    return np.percentile(train_targets, 10, axis=0), train_targets.std(0) + 1e-3
+
+
 def fit_motion_model(
-    data: MotionData, out: Path, config: MotionTrainConfig, title: str, progress: bool = False
+    data: MotionData | list[MotionData],
+    out: Path,
+    config: MotionTrainConfig,
+    title: str,
+    progress: bool = False,
+    start: LipMotionModel | None = None,
 ) -> dict[str, Any]:
-    """Train (or go on training) a motion model on ``data`` into ``out``; returns the held-out figures."""
+    """Train (or go on training) a motion model on ``data`` into ``out``; returns the held-out figures.
+
+    ``data`` may hold several people: the network works in each person's own units (their resting mouth and
+    spread), so one network learns from all, and the saved model carries the first person's units (a model
+    for one identity) or, for several, the mean of theirs. ``start``: weights a new run starts from (a model
+    learned on other people).
+    """
+    people = data if isinstance(data, list) else [data]
     torch.set_num_threads(max(1, config.threads))
     torch.manual_seed(config.seed)
-    train_targets = data.targets[data.train]
-    model = LipMotionModel(
-        config.model, np.percentile(train_targets, 10, axis=0), train_targets.std(0) + 1e-3
-    )
+    scales = [person_scale(d) for d in people]
+    rest, spread = scales[0] if len(people) == 1 else np.mean([np.stack(s) for s in scales], 0)
+    model = LipMotionModel(config.model, rest, spread)
+    if start is not None:
+        model.net.load_state_dict(start.net.state_dict())
     optimizer = torch.optim.AdamW(
         model.net.parameters(), config.learning_rate, weight_decay=config.weight_decay
     )
@@ -299,27 +325,31 @@ def fit_motion_model(
         model.load_weights(LipMotionModel.load(out))
         restore_optimizer(out, optimizer, resumed)
         log.info("resuming %s from step %d", out, resumed["step"])
-    loss_fn = MotionLoss(data, config)
-    train_end = min(int((np.flatnonzero(data.train).max() + 1) / data.fps * 100), data.inputs.shape[1])
-    width = max(16, min(round(config.window_seconds * 100), int(train_end / (1 + config.tempo))))
-    targets = torch.from_numpy(data.targets)
+    losses = [MotionLoss(d, config) for d in people]
+    ends = [min(int((np.flatnonzero(d.train).max() + 1) / d.fps * 100), d.inputs.shape[1]) for d in people]
+    width = max(16, min(round(config.window_seconds * 100), int(min(ends) / (1 + config.tempo))))
+    share = np.array(ends, np.float64) / sum(ends)
+    units = [tuple(torch.from_numpy(v.astype(np.float32))[:, None] for v in pair) for pair in scales]
+    targets = [torch.from_numpy(d.targets) for d in people]
     bands, phones = config.model.mel_bands, config.model.phones
     model.net.train()
 
     def step(k: int) -> dict[str, float]:
         rng = np.random.default_rng([config.seed, k])
-        windows = [_window(data, rng, config, width, train_end) for _ in range(config.batch)]
+        who = rng.choice(len(people), size=config.batch, p=share)
+        windows = [_window(people[p], rng, config, width, ends[p]) for p in who]
         x = torch.stack([w[0] for w in windows])
         _augment(x, rng, config, bands, phones)
         for group in optimizer.param_groups:
             group["lr"] = _learning_rate(config, k)
-        out_coeffs = model.coefficients(x)
+        raw = model.net(x)
         parts = {"points": 0.0, "gap": 0.0, "velocity": 0.0}
-        for b, (_, frames, positions) in enumerate(windows):
+        for b, (p, (_, frames, positions)) in enumerate(zip(who, windows, strict=True)):
             if len(frames) < 2:
                 continue
-            predicted = read_at(out_coeffs[b], positions).T
-            terms = loss_fn(predicted, targets[frames], torch.from_numpy(data.train[frames]))
+            rest_p, spread_p = units[p]
+            predicted = read_at(rest_p + spread_p * raw[b], positions).T
+            terms = losses[p](predicted, targets[p][frames], torch.from_numpy(people[p].train[frames]))
             for name, value in terms.items():
                 if torch.isfinite(value):
                     parts[name] = parts[name] + value / config.batch
@@ -327,7 +357,15 @@ def fit_motion_model(
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        return {"loss": float(loss.detach()), **{k: float(v) for k, v in parts.items()}}
+        return {
+            "loss": float(loss.detach()),
+            **{k: float(torch.as_tensor(v).detach()) for k, v in parts.items()},
+        }
+
+    def evaluate() -> dict[str, float]:
+        figures = [heldout_figures(model, d, units=scales[i]) for i, d in enumerate(people)]
+        mean = lambda values: float(np.mean(values)) if values else math.nan
+        return {key: mean([f[key] for f in figures if np.isfinite(f[key])]) for key in figures[0]}
 
     run = TrainingRun(
         directory=out,
@@ -336,13 +374,13 @@ def fit_motion_model(
         settings=settings,
         config=config,
         step=step,
-        evaluate=lambda: heldout_figures(model, data),
+        evaluate=evaluate,
         title=title,
         memory=("the motion model", "a smaller batch (--set batch=8)"),
         resumed=resumed,
     )
     run_training(run, progress=progress)
-    return heldout_figures(model, data)
+    return evaluate()
 
 
 __all__ = [

@@ -26,10 +26,16 @@ def test_shipped_configs_load():
 
     files = sorted(CONFIG_DIR.glob("*.yaml"))
     assert files
+    from pipeline.motion_training import MotionTrainConfig
     from renderers.diffusion.train import DiffusionTrainConfig
     from renderers.nerf.train import NerfTrainConfig
 
-    kinds = {"prepare": PrepareConfig, "nerf": NerfTrainConfig, "diffusion": DiffusionTrainConfig}
+    kinds = {
+        "prepare": PrepareConfig,
+        "nerf": NerfTrainConfig,
+        "diffusion": DiffusionTrainConfig,
+        "motion": MotionTrainConfig,
+    }
     for f in files:  # presets are named after their command (prepare*, nerf_*, ...); the rest: `generate`
         load_config(next((c for k, c in kinds.items() if f.name.startswith(k)), GenerateConfig), f)
 

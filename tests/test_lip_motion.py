@@ -161,14 +161,32 @@ def test_train_motion_cli_then_render_motion_and_generate_use_it(
 ):
     """``train --motion`` on a prepared identity; ``motion`` writes motion by its model (and by the generic
     one on request); ``generate --motion`` drives a photo with it."""
+    import shutil
+
+    from pipeline.workspace import Workspace
+
+    # a copy: the session's prepared identity stays without a motion model for the other tests
+    shutil.copytree(
+        prepared.path, tmp_path / "ws" / prepared.path.name, ignore=shutil.ignore_patterns("renderers")
+    )
+    prepared = Workspace.open(tmp_path / "ws" / prepared.path.name)
     root = str(prepared.path.parent)
     name = prepared.path.name
     speech = str(demo_speech)
-    done = _cli("train", "--identity", name, "--workspace", root, "--motion", "-q", "--set", "iterations=30",
-                "--set", "batch=4", "--set", "eval_every=10")  # fmt: skip
+    done = _cli("train", "--identity", name, "--workspace", root, "--motion", "--preset", "tiny", "-q")
     assert done.returncode == 0, done.stderr
     assert "held-out mouth-opening correlation" in done.stdout
     assert (prepared.motion_model_dir / "model.safetensors").is_file()
+
+    state = json.loads((prepared.motion_model_dir / "training_state.json").read_text())
+    assert state["step"] == 20  # configs/motion_tiny.yaml
+
+    # eval --dub measures both models side by side
+    done = _cli("eval", "--identity", name, "--workspace", root, "--dub", "--out", str(tmp_path / "eval"))
+    assert done.returncode == 0, done.stderr
+    report = json.loads((tmp_path / "eval" / "report.json").read_text())
+    assert report["motion_model"] == "identity" and set(report["by_motion_model"]) == {"identity", "generic"}
+    assert "identity motion:" in done.stdout and "generic motion:" in done.stdout
 
     own, generic = tmp_path / "own.npz", tmp_path / "generic.npz"
     done = _cli(

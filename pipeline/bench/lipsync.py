@@ -325,7 +325,7 @@ def load_case(ws, person: str, config: Audio2MotionConfig) -> ClipCase:
     )
 
 
-def _clip_videos(clips: list[str] | None) -> list[Path]:
+def clip_videos(clips: list[str] | None) -> list[Path]:
     """The videos of ``clips`` (names in ``../shared/data`` or paths); default: those of :data:`CLIPS` that
     are present (absent ones are named and skipped)."""
     if clips:
@@ -445,7 +445,7 @@ def bench_lipsync(
     """
     from pipeline.bench.measure import machine
 
-    videos = _clip_videos(clips)
+    videos = clip_videos(clips)
     root = Path(identities or IDENTITIES)
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
