@@ -53,4 +53,20 @@ def model_mouth_opening(model, expression: np.ndarray) -> np.ndarray:
     return mouth_opening(full)
 
 
-__all__ = ["MOUTH_GAP_PAIRS", "model_mouth_opening", "mouth_opening"]
+def resting_mouth(expression: np.ndarray, opening: np.ndarray, share: float = 0.1) -> np.ndarray:
+    """float32 [E]: a person's mouth at rest, with the lips closed: the median of ``expression`` [T, E] over
+    the frames whose measured ``opening`` [T] (:func:`mouth_opening` of their tracked landmarks) is in the
+    lowest ``share``. One real pose, unlike each coefficient's own low percentile (which mixes frames and
+    can leave the lips apart). All frames count where no opening was measured."""
+    expression = np.asarray(expression, np.float32)
+    opening = np.asarray(opening, np.float64)
+    known = np.isfinite(opening)
+    if len(expression) == 0:
+        raise ValueError("no frames to find the resting mouth in")
+    if known.sum() < 3:
+        return np.median(expression, 0).astype(np.float32)
+    closed = known & (opening <= np.percentile(opening[known], 100 * share))
+    return np.median(expression[closed], 0).astype(np.float32)
+
+
+__all__ = ["MOUTH_GAP_PAIRS", "model_mouth_opening", "mouth_opening", "resting_mouth"]

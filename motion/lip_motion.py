@@ -53,6 +53,8 @@ class LipMotionConfig:
     """Log-mel bands of the speech features."""
     phones: int = 40
     """Phone posterior columns of the speech features."""
+    members: int = 1
+    """Networks trained side by side from different starts, their outputs averaged (an ensemble)."""
 
 
 def normalised_mel(mel: np.ndarray) -> np.ndarray:
@@ -114,6 +116,22 @@ def read_at(values: torch.Tensor, positions: torch.Tensor) -> torch.Tensor:
 
 
 class LipMotionNet(nn.Module):
+    """``config.members`` networks (:class:`LipMotionMember`) whose outputs are averaged."""
+
+    def __init__(self, config: LipMotionConfig) -> None:
+        super().__init__()
+        self.members = nn.ModuleList(LipMotionMember(config) for _ in range(max(1, config.members)))
+
+    def each(self, x: torch.Tensor) -> torch.Tensor:
+        """x [B, C, M] -> every member's output [K, B, len(MOUTH_NAMES), M] (what training fits)."""
+        return torch.stack([member(x) for member in self.members])
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """x [B, C, M] -> the members' mean [B, len(MOUTH_NAMES), M]."""
+        return self.each(x).mean(0)
+
+
+class LipMotionMember(nn.Module):
     """Dilated residual 1-D convolutions over the speech inputs, plus a direct path from the generic mouth;
     outputs the mouth coefficients in units of the person's own spread (``scale``) about their rest."""
 
@@ -141,7 +159,8 @@ class LipMotionModel:
 
     Args:
         config: the network's shape.
-        rest: float [len(MOUTH_NAMES)] the person's resting mouth (10th percentile of each coefficient).
+        rest: float [len(MOUTH_NAMES)] the person's resting mouth, lips closed
+            (:func:`motion.lip_measures.resting_mouth`).
         scale: float [len(MOUTH_NAMES)] the spread of each coefficient in the footage (the output unit).
     """
 
@@ -254,6 +273,7 @@ class LipMotionModel:
 __all__ = [
     "MOUTH_COLUMNS",
     "LipMotionConfig",
+    "LipMotionMember",
     "LipMotionModel",
     "LipMotionNet",
     "frame_positions",

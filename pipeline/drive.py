@@ -19,6 +19,7 @@ import numpy as np
 from common.errors import InputError
 from motion.blendshapes import MOUTH_NAMES
 from motion.clip_fit import ClipFit
+from motion.lip_measures import mouth_opening, resting_mouth
 from motion.sequence import POSE_CAMERA, MotionSequence, neck_pivot, to_camera
 from pipeline.compositor import FootageCompositor
 from pipeline.workspace import Workspace
@@ -69,13 +70,13 @@ def with_footage_expression(
     """Speech drives the mouth and the blinks; everything else (smiles, brows) comes from the footage frame
     that gives the pose and backdrop, so the face stays in the states the renderer was trained on (a
     habitual smile is not forced to zero) and matches its backdrop. The mouth coefficients from speech are
-    added to the identity's own resting mouth."""
+    added to the identity's own resting mouth, lips closed (:func:`motion.lip_measures.resting_mouth`)."""
     out = footage.expression[frames].astype(np.float32).copy()
-    valid = footage.expression[footage.valid]
+    rest = resting_mouth(footage.expression[footage.valid], mouth_opening(footage.landmarks[footage.valid]))
     for name in MOUTH_NAMES:
         if name in names:
             k = names.index(name)
-            out[:, k] = np.percentile(valid[:, k], 10) + expression[:, k]
+            out[:, k] = rest[k] + expression[:, k]
     for name in ("blink_left", "blink_right"):
         if name in names:
             out[:, names.index(name)] = expression[:, names.index(name)]

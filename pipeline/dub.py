@@ -34,6 +34,7 @@ from motion.audio2motion import Audio2MotionConfig, audio_to_motion, require_spe
 from motion.blendshapes import MOUTH_NAMES
 from motion.face_model import FaceModel
 from motion.geometry import axis_angle_to_matrix
+from motion.lip_measures import mouth_opening, resting_mouth
 from motion.topology import NUM_POINTS
 from motion.tracker import FaceLandmarks
 from pipeline.checks import check_range
@@ -158,8 +159,6 @@ class SourceFit:
 
     def opening(self, frames: np.ndarray, expression: np.ndarray, chunk: int = 256) -> np.ndarray:
         """The mouth opening [T] of frames ``frames`` moved to ``expression`` [T, E] (a chunk at a time)."""
-        from motion.lip_measures import mouth_opening
-
         return (
             np.concatenate(
                 [
@@ -252,15 +251,17 @@ def mouth_expression(
     speech: np.ndarray, names: tuple[str, ...], source: SourceFit, frames: np.ndarray, match_range: bool
 ) -> np.ndarray:
     """[T, E]: each shown frame's own expression with the mouth from speech, added to the person's resting
-    mouth and scaled to the range the person's mouth moves in the video."""
+    mouth (lips closed, :func:`motion.lip_measures.resting_mouth`) and scaled to the range the person's mouth
+    moves in the video."""
     own = source.expression[source.usable]
     if match_range:
         speech = adapt_to_identity(speech, names, own)
+    rest = resting_mouth(own, mouth_opening(source.points[source.usable]))
     out = source.expression[frames].copy()
     for name in MOUTH_NAMES:
         if name in names:
             k = names.index(name)
-            out[:, k] = np.percentile(own[:, k], 10) + speech[:, k]
+            out[:, k] = rest[k] + speech[:, k]
     return out
 
 

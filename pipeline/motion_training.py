@@ -36,7 +36,7 @@ from motion.audio import load_audio
 from motion.audio2motion import Audio2MotionConfig, audio_to_motion
 from motion.blendshapes import MOUTH_NAMES
 from motion.face_model import FaceModel
-from motion.lip_measures import MOUTH_GAP_PAIRS, model_mouth_opening, mouth_opening
+from motion.lip_measures import MOUTH_GAP_PAIRS, model_mouth_opening, mouth_opening, resting_mouth
 from motion.lip_motion import (
     MOUTH_COLUMNS,
     LipMotionConfig,
@@ -287,9 +287,10 @@ def train_motion_model(
 
 
 def person_scale(data: MotionData) -> tuple[np.ndarray, np.ndarray]:
-    """A person's resting mouth (10th percentile of each coefficient) and spread, from the training part."""
+    """A person's resting mouth (lips closed, :func:`motion.lip_measures.resting_mouth`) and the spread of
+    each mouth coefficient, from the training part."""
     train_targets = data.targets[data.train]
-    return np.percentile(train_targets, 10, axis=0), train_targets.std(0) + 1e-3
+    return resting_mouth(train_targets, data.real_opening[data.train]), train_targets.std(0) + 1e-3
 
 
 def fit_motion_model(
@@ -342,17 +343,19 @@ def fit_motion_model(
         _augment(x, rng, config, bands, phones)
         for group in optimizer.param_groups:
             group["lr"] = _learning_rate(config, k)
-        raw = model.net(x)
+        each = model.net.each(x)  # every member fits the targets on its own
         parts = {"points": 0.0, "gap": 0.0, "velocity": 0.0}
-        for b, (p, (_, frames, positions)) in enumerate(zip(who, windows, strict=True)):
-            if len(frames) < 2:
-                continue
-            rest_p, spread_p = units[p]
-            predicted = read_at(rest_p + spread_p * raw[b], positions).T
-            terms = losses[p](predicted, targets[p][frames], torch.from_numpy(people[p].train[frames]))
-            for name, value in terms.items():
-                if torch.isfinite(value):
-                    parts[name] = parts[name] + value / config.batch
+        share_of_loss = 1.0 / (config.batch * len(each))
+        for raw in each:
+            for b, (p, (_, frames, positions)) in enumerate(zip(who, windows, strict=True)):
+                if len(frames) < 2:
+                    continue
+                rest_p, spread_p = units[p]
+                predicted = read_at(rest_p + spread_p * raw[b], positions).T
+                terms = losses[p](predicted, targets[p][frames], torch.from_numpy(people[p].train[frames]))
+                for name, value in terms.items():
+                    if torch.isfinite(value):
+                        parts[name] = parts[name] + value * share_of_loss
         loss = parts["points"] + config.gap_weight * parts["gap"] + config.velocity_weight * parts["velocity"]
         optimizer.zero_grad(set_to_none=True)
         loss.backward()

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import itertools
-import time
 from pathlib import Path
 
 import numpy as np
@@ -45,10 +44,7 @@ def _check_segments(segments: list[PhoneSegment], duration: float) -> None:
 
 
 def test_free_recognition_on_demo(demo):
-    start = time.perf_counter()
-    segments = recognize_phones(demo)
-    elapsed = time.perf_counter() - start
-    assert elapsed < 3.0, f"decoding {demo.duration:.1f} s took {elapsed:.2f} s"
+    segments = recognize_phones(demo)  # its speed is a benchmark's (bench oneshot), not a test's
     _check_segments(segments, demo.duration)
     speech = [s for s in segments if s.phone != SILENCE]
     assert len(speech) >= 40  # ~100 phones spoken; the free recogniser merges some
