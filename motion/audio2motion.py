@@ -1,13 +1,15 @@
 """Audio -> MotionSequence without training data: phonemes, coarticulation, loudness, silence, idle motion.
 
-The mouth is driven by two sources that are combined:
+The mouth is driven by sources that are combined:
 
 - **phones** (pocketsphinx, recognised or aligned to a transcript) give the mouth's *shape*: lip closure for
   /p b m/, lip rounding, spreading, lip-teeth contact, through a viseme table and Cohen-Massaro
   coarticulation (``motion.visemes``);
 - **loudness** gives the jaw's *timing and extent*: the speech-band envelope, normalised per clip, plus a
   bump on every syllable nucleus, so that the mouth opens and closes once per syllable in any language,
-  with any voice, even where the English phone model is wrong.
+  with any voice, even where the English phone model is wrong;
+- the **vowel's openness** (its first formant F1, ``motion.audio_features.first_formant``, normalised per
+  clip: high on "a", low on "i", "u" in every language) takes ``formant_weight`` of the jaw.
 
 An explicit silence model then closes the mouth: outside voice activity every mouth coefficient is exactly 0
 after a short closing ramp. Voice activity is where the sound is over its noise floor *and* a speech
@@ -78,6 +80,22 @@ class Audio2MotionConfig:
     """How much the phone's openness (open vowel vs closed consonant) modulates the loudness-driven jaw."""
     syllable_weight: float = 0.2
     """Share of the jaw curve from one open-close bump per syllable nucleus (the rest: the envelope)."""
+    formant_weight: float = 0.0
+    """Share of the jaw curve from the vowel's openness (its first formant, :func:`formant_openness`); the
+    rest comes from loudness, syllables and phones as above. 0: loudness alone. Fitted on the real speakers
+    (2026-12-02) it takes 0.2 while jaw_open keeps r >= 0.7 with the loudness (held out 0.140 -> 0.145, not
+    taken) and 0.3 with r >= 0.6 (0.140 -> 0.209); BENCHMARKS.md has the figures."""
+    formant_low_percentile: float = 10.0
+    """The first formant is normalised per clip over its voiced frames: this percentile means a closed vowel
+    (openness 0) ..."""
+    formant_high_percentile: float = 90.0
+    """... and this one an open vowel (openness 1), whatever the voice and the microphone."""
+    formant_smoothing_ms: float = 30.0
+    """Sigma of the Gaussian smoothing of the vowel openness."""
+    formant_min_periodicity: float = 0.45
+    """Frames less periodic than this (noise, fricatives, breath: :func:`motion.audio_features.first_formant`)
+    carry no vowel; the openness counts fully from 0.3 above it. Lower values keep the openness up through
+    consonants within voice activity."""
     shape_gain: float = 1.0
     """Scale of the phone-driven lip shapes (pucker, mouth_wide, funnel, lip-teeth contact)."""
     envelope_window_ms: float = 25.0
@@ -166,6 +184,33 @@ def _syllable_bumps(features: AudioFeatures) -> np.ndarray:
     return out
 
 
+def formant_openness(
+    f1: np.ndarray, periodicity: np.ndarray, voiced: np.ndarray, rate: float, config: Audio2MotionConfig
+) -> np.ndarray:
+    """float [K] in [0, 1]: how open the vowel sounds, from its first formant, per analysis frame.
+
+    F1 is normalised per clip to its own ``formant_low_percentile`` .. ``formant_high_percentile`` over the
+    voiced, periodic frames (so voice and microphone do not matter), weighted by how periodic the frame is
+    (a vowel, not a fricative or noise: ``formant_min_periodicity``), 0 outside voice activity, and smoothed
+    by ``formant_smoothing_ms``.
+
+    Args:
+        f1: float [K] first-formant estimate in Hz (nan where none). periodicity: float [K] in [0, 1].
+        voiced: bool [K] voice activity. rate: analysis frames per second. config: the settings.
+    """
+    f1 = np.asarray(f1, np.float64)
+    periodicity = np.asarray(periodicity, np.float64)
+    confidence = np.clip((periodicity - config.formant_min_periodicity) / 0.3, 0.0, 1.0)
+    confidence = np.where(np.asarray(voiced, bool) & np.isfinite(f1), confidence, 0.0)
+    reliable = confidence > 0.5
+    if reliable.sum() < 3:
+        return np.zeros(len(f1))
+    low, high = np.percentile(f1[reliable], [config.formant_low_percentile, config.formant_high_percentile])
+    openness = np.clip((np.nan_to_num(f1, nan=low) - low) / max(high - low, 1.0), 0.0, 1.0) * confidence
+    sigma = config.formant_smoothing_ms / 1000.0 * rate
+    return ndimage.gaussian_filter1d(openness, sigma, mode="nearest") if sigma > 0 else openness
+
+
 def _jaw_curve(
     envelope: np.ndarray,
     bumps: np.ndarray,
@@ -173,8 +218,10 @@ def _jaw_curve(
     closure: np.ndarray,
     rate: float,
     config: Audio2MotionConfig,
+    openness: np.ndarray | None = None,
 ) -> np.ndarray:
-    """float [K] jaw opening on the analysis grid from loudness, syllables and the phones' openness.
+    """float [K] jaw opening on the analysis grid from loudness, syllables, the phones' and the vowel's
+    openness.
 
     Args:
         envelope: float [K], the clip's normalised loudness envelope.
@@ -183,14 +230,19 @@ def _jaw_curve(
         closure: float [K], bilabial closure curve (the jaw nearly shuts on /p b m/).
         rate: analysis frames per second.
         config: gains and weights.
+        openness: float [K] in [0, 1], the vowel's openness from its first formant (:func:`formant_openness`);
+            used with ``config.formant_weight`` > 0.
     """
     envelope = np.clip(envelope.astype(np.float64), 0.0, 1.3)
     loudness = (1.0 - config.syllable_weight) * envelope + config.syllable_weight * bumps
     loudness = np.clip(loudness, 0.0, None) ** config.jaw_compression
     # The phones' openness is relative to a mid vowel (0.55): open vowels open further, consonants less.
-    openness = np.clip(phone_jaw / 0.55, 0.0, 1.6)
-    modulation = (1.0 - config.phone_jaw_weight) + config.phone_jaw_weight * openness
-    jaw = config.jaw_gain * loudness * modulation * (1.0 - 0.8 * closure)
+    phone_openness = np.clip(phone_jaw / 0.55, 0.0, 1.6)
+    modulation = (1.0 - config.phone_jaw_weight) + config.phone_jaw_weight * phone_openness
+    drive = loudness * modulation
+    if config.formant_weight > 0 and openness is not None:
+        drive = (1.0 - config.formant_weight) * drive + config.formant_weight * openness
+    jaw = config.jaw_gain * drive * (1.0 - 0.8 * closure)
     sigma = config.jaw_smoothing_ms / 1000.0 * rate
     return ndimage.gaussian_filter1d(np.clip(jaw, 0.0, 1.0), sigma, mode="nearest")
 
@@ -294,7 +346,8 @@ class MouthParts:
 
     :func:`mouth_parts` makes it from the speech features and phones (the slow part: coarticulation,
     closures, the silence gate); :func:`mouth_expression` turns it into video frames under the jaw settings
-    (``jaw_gain``, ``jaw_compression``, ``phone_jaw_weight``, ``syllable_weight``, ``jaw_smoothing_ms``)
+    (``jaw_gain``, ``jaw_compression``, ``phone_jaw_weight``, ``syllable_weight``, ``jaw_smoothing_ms``,
+    ``formant_weight`` and the formant's normalisation)
     and ``lead_ms``, fast enough to be called many times when those settings are fitted.
 
     Attributes:
@@ -303,6 +356,8 @@ class MouthParts:
         phone_jaw: float [K] the phones' coarticulated jaw target. closure: float [K] bilabial closures.
         shapes: float64 [K, E] every mouth coefficient but jaw_open, final up to the gate.
         gate: float64 [K] the silence gate (1 in speech, exactly 0 in silence).
+        f1: float [K] the first-formant estimate in Hz (nan where none). periodicity: float [K] in [0, 1].
+        voiced: bool [K] voice activity.
     """
 
     times: np.ndarray
@@ -313,6 +368,15 @@ class MouthParts:
     closure: np.ndarray
     shapes: np.ndarray
     gate: np.ndarray
+    f1: np.ndarray | None = None
+    periodicity: np.ndarray | None = None
+    voiced: np.ndarray | None = None
+
+    def openness(self, config: Audio2MotionConfig) -> np.ndarray | None:
+        """float [K]: the vowel's openness under ``config`` (:func:`formant_openness`); None without F1."""
+        if self.f1 is None or self.periodicity is None or self.voiced is None:
+            return None
+        return formant_openness(self.f1, self.periodicity, self.voiced, self.rate, config)
 
 
 def mouth_parts(
@@ -357,6 +421,9 @@ def mouth_parts(
         closure=closure,
         shapes=out,
         gate=gate,
+        f1=features.f1,
+        periodicity=features.periodicity,
+        voiced=features.voiced,
     )
 
 
@@ -369,7 +436,10 @@ def mouth_expression(
     and the silence gate with them, is moved ``config.lead_ms`` earlier.
     """
     out = parts.shapes.copy()
-    out[:, _JAW] = _jaw_curve(parts.envelope, parts.bumps, parts.phone_jaw, parts.closure, parts.rate, config)
+    openness = parts.openness(config) if config.formant_weight > 0 else None
+    out[:, _JAW] = _jaw_curve(
+        parts.envelope, parts.bumps, parts.phone_jaw, parts.closure, parts.rate, config, openness
+    )
     out[:, _MOUTH_COLS] = np.clip(out[:, _MOUTH_COLS], 0.0, 1.0) * parts.gate[:, None]
     times = parts.times - config.lead_ms / 1000.0
     frames = np.zeros((num_frames, out.shape[1]), np.float32)
@@ -434,6 +504,7 @@ __all__ = [
     "MouthParts",
     "analyse_speech",
     "audio_to_motion",
+    "formant_openness",
     "mouth_expression",
     "mouth_parts",
 ]

@@ -452,7 +452,14 @@ def _run_bench_lipsync(args: argparse.Namespace) -> int:
     from pipeline.bench.lipsync import bench_lipsync
 
     config = load_config(Audio2MotionConfig, args.config, args.set)
-    bench_lipsync(clips=args.clips, out=args.out, fit=args.fit, identities=args.workspace, config=config)
+    bench_lipsync(
+        clips=args.clips,
+        out=args.out,
+        fit=args.fit,
+        identities=args.workspace,
+        config=config,
+        min_loudness_r=args.min_loudness_r,
+    )
     return 0
 
 
@@ -555,6 +562,12 @@ def build_parser() -> argparse.ArgumentParser:
         help="a motion setting to measure and fit from, e.g. --set lead_ms=0 (repeatable)",
     )
     blip.add_argument("--config", help="YAML of motion settings to measure and fit from")
+    blip.add_argument(
+        "--min-loudness-r",
+        type=float,
+        default=0.7,
+        help="the fit keeps jaw_open's r with every clip's loudness at least this (default: %(default)s)",
+    )
     blip.set_defaults(func=_run_bench_lipsync)
 
     bphoto = bench_sub.add_parser(

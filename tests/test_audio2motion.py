@@ -257,7 +257,9 @@ def test_bench_lipsync_command_is_wired():
     from pipeline.cli import build_parser
 
     args = build_parser().parse_args(["bench", "lipsync", "--fit", "--clips", "a.mp4", "--out", "x"])
-    assert args.fit and args.clips == ["a.mp4"] and args.out == "x"
+    assert args.fit and args.clips == ["a.mp4"] and args.out == "x" and args.min_loudness_r == 0.7
+    args = build_parser().parse_args(["bench", "lipsync", "--fit", "--min-loudness-r", "0.6"])
+    assert args.min_loudness_r == 0.6
     assert args.func.__name__ == "_run_bench_lipsync"
 
 
@@ -272,3 +274,79 @@ def test_bench_lipsync_on_a_real_clip(tmp_path):
     (row,) = report["clips"]
     assert row["start"]["r"] > 0.3  # this speaker's mouth follows the generic motion best of all clips
     assert (tmp_path / "out" / "report.json").is_file() and (tmp_path / "out" / "openings.png").is_file()
+
+
+def _vowel(f1: float, f2: float, seconds: float, f0: float = 130.0) -> np.ndarray:
+    """A synthetic vowel: harmonics of ``f0`` (falling 6 dB an octave) under formant resonances F1, F2, F3."""
+    t = np.arange(int(seconds * RATE)) / RATE
+    x = np.zeros_like(t)
+    for k in range(1, int(3800 / f0)):
+        f = k * f0
+        formants = ((f1, 80), (f2, 100), (2600, 150))
+        gain = sum(1.0 / np.hypot(1.0 - (f / F) ** 2, f * B / F**2) for F, B in formants)
+        x += gain * np.sin(2 * np.pi * f * t + k) / k
+    # Soft edges, like a syllable's rise and fall.
+    x *= np.sin(np.pi * np.arange(len(t)) / len(t)) ** 0.5
+    return 0.3 * x / np.abs(x).max()
+
+
+def _two_vowels() -> Audio:
+    """Silence, a closed vowel (F1 300 Hz, "i"-like), silence, an open one (F1 800 Hz, "a"-like), silence."""
+    gap = np.zeros(int(0.8 * RATE))
+    closed, open_ = _vowel(300.0, 2300.0, 0.6), _vowel(800.0, 1300.0, 0.6)
+    samples = np.concatenate([gap, closed, gap, open_, gap])
+    samples += 1e-4 * np.random.default_rng(0).standard_normal(len(samples))
+    return Audio(samples.astype(np.float32), RATE)
+
+
+def test_first_formant_is_higher_on_the_open_vowel():
+    from motion.audio2motion import analyse_speech, formant_openness
+    from motion.audio_features import analysis_times, first_formant
+
+    for f0 in (110.0, 210.0):  # a low and a high voice
+        closed, open_ = _vowel(300.0, 2300.0, 0.4, f0), _vowel(800.0, 1300.0, 0.4, f0)
+        f1_closed, periodic = first_formant(closed, RATE, analysis_times(len(closed), RATE))
+        f1_open, _ = first_formant(open_, RATE, analysis_times(len(open_), RATE))
+        middle = slice(10, -10)
+        assert np.nanmedian(f1_open[middle]) > np.nanmedian(f1_closed[middle]) + 250.0
+        assert np.median(periodic[middle]) > 0.8  # a vowel is periodic
+    noise = 0.1 * np.random.default_rng(1).standard_normal(RATE // 2)
+    assert np.median(first_formant(noise, RATE, analysis_times(len(noise), RATE))[1]) < 0.45
+
+    audio = _two_vowels()
+    config = Audio2MotionConfig(speech_threshold=0.0, formant_weight=1.0)
+    features = analyse_speech(audio, config)
+    openness = formant_openness(features.f1, features.periodicity, features.voiced, features.rate, config)
+    t = features.times
+    on_closed, on_open = (t > 0.9) & (t < 1.3), (t > 2.3) & (t < 2.7)
+    assert openness[on_open].mean() > 0.6 > 0.2 > openness[on_closed].mean()
+    assert np.all(openness[t < 0.6] == 0.0) and np.all(openness[(t > 1.7) & (t < 2.0)] < 1e-6)
+
+
+def test_formant_weight_opens_the_jaw_on_the_open_vowel_and_zero_keeps_the_jaw():
+    from dataclasses import replace
+
+    from motion.audio2motion import analyse_speech, mouth_expression, mouth_parts
+
+    audio = _two_vowels()
+    fps = 25.0
+    base = Audio2MotionConfig(speech_threshold=0.0)
+    parts = mouth_parts(analyse_speech(audio, base), [], fps, base)
+    num = round(audio.duration * fps)
+    jaw = EXPRESSION_INDEX["jaw_open"]
+    # Weight 0 is the jaw without the formant at all, to the bit.
+    without_f1 = replace(parts, f1=None, periodicity=None, voiced=None)
+    plain = mouth_expression(parts, num, fps, base)
+    assert np.array_equal(plain, mouth_expression(without_f1, num, fps, replace(base, formant_weight=0.8)))
+    assert np.array_equal(plain, mouth_expression(without_f1, num, fps, base))
+
+    frames = (np.arange(num) + 0.5) / fps
+    closed, open_ = (frames > 0.9) & (frames < 1.3), (frames > 2.3) & (frames < 2.7)
+    ratios = []
+    for weight in (0.0, 0.5, 1.0):
+        mouth = mouth_expression(parts, num, fps, replace(base, formant_weight=weight))
+        ratios.append(mouth[open_, jaw].mean() / mouth[closed, jaw].mean())
+        # The silence gate still shuts the mouth exactly in the pauses.
+        for lo, hi in ((0.0, 0.6), (1.6, 2.0), (3.0, audio.duration)):
+            assert np.all(mouth[_frames_between(fps, num, lo, hi)][:, MOUTH_COLS] == 0.0)
+    assert ratios[0] < 1.3 and ratios[1] > ratios[0] + 0.5 and ratios[2] > 3.0, ratios

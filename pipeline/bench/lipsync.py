@@ -9,14 +9,16 @@ range the footage shows) and turned into the mouth opening they mean through the
 footage (:func:`motion.lip_measures.mouth_opening`) on the frames whose tracking is valid: Pearson r at lag 0,
 the best r within +-0.2 s and its lag.
 
-``--fit`` fits :data:`FITTED` (the lead and the jaw settings) to maximise the lag-0 r, by leave-one-person-out
-(fit on everyone else, measure on the person left out), then once on everyone. The slow part (speech
-features, phones, coarticulation: :class:`motion.audio2motion.MouthParts`) is computed once per clip; one
-evaluation of the settings on all clips takes milliseconds.
+``--fit`` fits :data:`FITTED` (the lead, the jaw settings, the vowel openness' share and normalisation) to
+maximise the lag-0 r, by leave-one-person-out (fit on everyone else, measure on the person left out), then
+once on everyone. The slow part (speech features, phones, coarticulation, the first formant:
+:class:`motion.audio2motion.MouthParts`) is computed once per clip; one evaluation of the settings on all
+clips takes milliseconds.
 """
 
 from __future__ import annotations
 
+import itertools
 import json
 import math
 import time
@@ -52,6 +54,8 @@ IDENTITIES = "outputs/bench_lipsync/identities"
 """Where the clips are prepared as identities (once; reused when present)."""
 ZH_SPEECH = DATA / "speech_zh_female_8s.wav"
 """Speech in another language, for the closing-in-pauses plot."""
+EN_SPEECH = DATA / "speech_en_male_8s.wav"
+"""English speech, for the first-formant plot (with :data:`ZH_SPEECH`)."""
 MAX_LAG_S = 0.2
 """The best lag is looked for within this much either way."""
 FITTED: dict[str, tuple[float, float]] = {
@@ -60,8 +64,19 @@ FITTED: dict[str, tuple[float, float]] = {
     "jaw_compression": (0.05, 1.5),
     "phone_jaw_weight": (0.0, 1.0),
     "syllable_weight": (0.0, 1.0),
+    "formant_weight": (0.0, 1.0),
+    "formant_low_percentile": (0.0, 50.0),
+    "formant_min_periodicity": (0.0, 0.6),
 }
 """The settings ``--fit`` fits, with their bounds."""
+FORMANT_GRID: dict[str, tuple[float, ...]] = {
+    "formant_weight": (0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.8, 1.0),
+    "formant_low_percentile": (10.0, 30.0, 50.0),
+    "formant_min_periodicity": (0.0, 0.2, 0.45),
+}
+"""Before its local search, the fit tries these values of the vowel-openness settings (those it fits) and
+starts from the best: the loudness condition makes the surface flat around the start, where a local search
+alone stays."""
 MIN_LOUDNESS_R = 0.7
 """The fit keeps jaw_open following the speech's loudness (r with the envelope at least this on every clip):
 what opens the mouth in any language. Without it the fit hands the jaw to the phone recogniser's openness
@@ -207,7 +222,8 @@ def fit_settings(
     """``start`` with the settings ``fitted`` ({name: (low, high)}, default :data:`FITTED`) chosen to maximise
     :func:`mean_person_r` on ``cases`` while jaw_open keeps an r of ``min_loudness_r`` with every clip's
     loudness (:func:`loudness_shortfall`, a penalty; None: no such condition). Powell's method within the
-    bounds, from ``start``; ``start`` itself when nothing better is found."""
+    bounds, from the best of ``start`` and :data:`FORMANT_GRID`; ``start`` itself when nothing better is
+    found."""
     from scipy.optimize import minimize
 
     fitted = fitted or FITTED
@@ -225,10 +241,21 @@ def fit_settings(
         penalty = 0.0 if min_loudness_r is None else 5.0 * loudness_shortfall(cases, config, min_loudness_r)
         return (1.0 - r if np.isfinite(r) else 2.0) + penalty
 
-    u0 = np.clip((np.array([getattr(start, n) for n in names]) - low) / (high - low), 0.0, 1.0)
+    def coordinates(config: Audio2MotionConfig) -> np.ndarray:
+        return np.clip((np.array([getattr(config, n) for n in names]) - low) / (high - low), 0.0, 1.0)
+
+    u0 = coordinates(start)
+    grid = {n: v for n, v in FORMANT_GRID.items() if n in fitted}
+    first = u0
+    if grid:
+        candidates = [
+            coordinates(replace(start, **dict(zip(grid, values, strict=True))))
+            for values in itertools.product(*grid.values())
+        ]
+        first = min([u0, *candidates], key=loss)
     result = minimize(
         loss,
-        u0,
+        first,
         method="Powell",
         bounds=[(0.0, 1.0)] * len(names),
         options={"maxfev": max_evaluations, "xtol": 1e-3, "ftol": 1e-5},
@@ -422,6 +449,47 @@ def _plot_language(speech: Path, configs: dict[str, Audio2MotionConfig], path: P
     return open_in_pauses
 
 
+def _plot_formant(speeches: list[Path], config: Audio2MotionConfig, path: Path) -> None:
+    """The first-formant estimate over each speech's spectrogram, and the vowel openness it gives (with the
+    loudness envelope) under it."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    from scipy import signal
+
+    from common.files import atomic_path
+    from motion.audio import load_audio
+    from motion.audio2motion import analyse_speech, formant_openness
+
+    fig, axes = plt.subplots(2 * len(speeches), 1, figsize=(14, 5.5 * len(speeches)), squeeze=False)
+    for k, speech in enumerate(speeches):
+        audio = load_audio(speech)
+        features = analyse_speech(audio, config)
+        freqs, times, power = signal.spectrogram(audio.samples, audio.rate, nperseg=512, noverlap=512 - 160)
+        level = 10.0 * np.log10(power + 1e-12)
+        ax = axes[2 * k, 0]
+        ax.pcolormesh(times, freqs, level, shading="auto", cmap="magma", vmin=np.percentile(level, 40))
+        periodic = features.voiced & (features.periodicity > 0.6)
+        ax.plot(features.times, np.where(periodic, features.f1, np.nan), "c.", ms=2.5, label="F1 estimate")
+        ax.set_ylim(0, 3000)
+        ax.set_ylabel("Hz")
+        ax.set_title(f"{speech.name}: first formant (voiced, periodic frames), spectrogram", fontsize=10)
+        ax.legend(loc="upper right", fontsize=8)
+        ax = axes[2 * k + 1, 0]
+        openness = formant_openness(features.f1, features.periodicity, features.voiced, features.rate, config)
+        ax.fill_between(features.times, 0, features.envelope, color="0.8", label="loudness envelope")
+        ax.plot(features.times, openness, color="tab:red", lw=1.2, label="vowel openness (F1, normalised)")
+        ax.set_xlim(times[0], times[-1])
+        ax.grid(alpha=0.3)
+        ax.legend(loc="upper right", fontsize=8)
+    axes[-1, 0].set_xlabel("seconds")
+    fig.tight_layout()
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, dpi=70, format="png")
+    plt.close(fig)
+
+
 def _fmt(value: float) -> str:
     return f"{value:5.2f}" if np.isfinite(value) else "  nan"
 
@@ -432,6 +500,7 @@ def bench_lipsync(
     fit: bool = False,
     identities: str | None = None,
     config: Audio2MotionConfig | None = None,
+    min_loudness_r: float = MIN_LOUDNESS_R,
 ) -> dict:
     """Run the lip-sync benchmark (and with ``fit`` the leave-one-person-out fit); print the table, write
     ``report.json`` and the plots into ``out``, and return the report.
@@ -442,6 +511,7 @@ def bench_lipsync(
         fit: fit :data:`FITTED`, leave-one-person-out and then on everyone, starting from ``config``.
         identities: where the clips are prepared (default :data:`IDENTITIES`).
         config: the motion settings measured and fitted from (default: :class:`Audio2MotionConfig`'s).
+        min_loudness_r: the fit keeps jaw_open's r with every clip's loudness at least this.
     """
     from pipeline.bench.measure import machine
 
@@ -465,8 +535,8 @@ def bench_lipsync(
     if fit:
         print("fitting: leave one person out, then on everyone ...", flush=True)
         began = time.perf_counter()
-        held_out = leave_one_person_out(cases, start)
-        final = fit_settings(cases, start)
+        held_out = leave_one_person_out(cases, start, min_loudness_r=min_loudness_r)
+        final = fit_settings(cases, start, min_loudness_r=min_loudness_r)
         took = time.perf_counter() - began
         configs["fitted"] = final
         report["held_out"] = held_out
@@ -475,6 +545,7 @@ def bench_lipsync(
         }
         report["fitted"] = {n: getattr(final, n) for n in FITTED}
         report["fit_seconds"] = took
+        report["min_loudness_r"] = min_loudness_r
         report["people"] = len(persons(cases))
 
     # Columns: valid frames; r of the tracked coefficients' own model opening (what the face model can show);
@@ -529,6 +600,10 @@ def bench_lipsync(
         report["open_in_pauses_zh"] = _plot_language(ZH_SPEECH, configs, folder / "jaw_zh.png")
         shares = ", ".join(f"{k} {v:.3f}" for k, v in report["open_in_pauses_zh"].items())
         print(f"plot: {folder / 'jaw_zh.png'}; share of pause frames with the mouth not shut: {shares}")
+    speeches = [s for s in (EN_SPEECH, ZH_SPEECH) if s.is_file()]
+    if speeches:
+        _plot_formant(speeches, configs.get("fitted", start), folder / "formant.png")
+        print(f"plot: {folder / 'formant.png'} (first formant over the spectrogram)")
     (folder / "report.json").write_text(json.dumps(report, indent=1, default=float))
     print(f"report: {folder / 'report.json'}")
     return report
