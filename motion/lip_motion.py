@@ -53,8 +53,9 @@ class LipMotionConfig:
     """Log-mel bands of the speech features."""
     phones: int = 40
     """Phone posterior columns of the speech features."""
-    members: int = 1
-    """Networks trained side by side from different starts, their outputs averaged (an ensemble)."""
+    members: int = 3
+    """Networks trained side by side from different starts, their outputs averaged (an ensemble: on
+    ``talk_andrew_b`` unseen, r 0.52 for one member on average over three seeds, 0.54-0.55 for three)."""
 
 
 def normalised_mel(mel: np.ndarray) -> np.ndarray:

@@ -565,7 +565,7 @@ def build_parser() -> argparse.ArgumentParser:
     blip.add_argument(
         "--min-loudness-r",
         type=float,
-        default=0.7,
+        default=0.6,
         help="the fit keeps jaw_open's r with every clip's loudness at least this (default: %(default)s)",
     )
     blip.set_defaults(func=_run_bench_lipsync)

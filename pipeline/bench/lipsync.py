@@ -77,7 +77,7 @@ FORMANT_GRID: dict[str, tuple[float, ...]] = {
 """Before its local search, the fit tries these values of the vowel-openness settings (those it fits) and
 starts from the best: the loudness condition makes the surface flat around the start, where a local search
 alone stays."""
-MIN_LOUDNESS_R = 0.7
+MIN_LOUDNESS_R = 0.6
 """The fit keeps jaw_open following the speech's loudness (r with the envelope at least this on every clip):
 what opens the mouth in any language. Without it the fit hands the jaw to the phone recogniser's openness
 (compression near 0, all phone weight), which is English-only and fails on other languages."""
