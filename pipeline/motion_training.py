@@ -59,7 +59,7 @@ class MotionTrainConfig:
     cores, whatever the footage's length: each step sees the same amount of speech."""
 
     iterations: int = 500
-    """Optimisation steps (more overfit 20 s of footage: 1200 steps measured worse than 600 on unseen speech)."""
+    """Optimisation steps (more overfit 20 s of footage: 1200 measured worse than 600 on unseen speech)."""
     batch: int = 16
     """Windows of speech per step."""
     window_seconds: float = 4.0
