@@ -97,3 +97,23 @@ def test_replayed_footage_scores_as_the_footage(prepared, tmp_path):
         assert lips["mouth_opening_correlation"] > 0.95, (key, lips)
         assert lips["lmd_mouth_px_at_512"] < 1.25, (key, lips)
     assert report["audio_driven"]["faces_found"] == 1.0
+
+
+def test_eval_reports_the_identity_motion_model_beside_the_generic(prepared, tmp_path):
+    """With the identity's own motion model trained, eval drives the renderer by it and by the generic stage,
+    reporting both (the first is the one ``motion.model=auto`` picks)."""
+    import shutil
+
+    from pipeline.evaluate import EvalConfig, evaluate_identity
+    from pipeline.motion_training import MotionTrainConfig, train_motion_model
+
+    copy = Workspace.open(shutil.copytree(prepared.path, tmp_path / prepared.path.name))
+    train_motion_model(copy, copy.motion_model_dir, MotionTrainConfig(iterations=5, batch=2, threads=1))
+    FootageReplay(prepared.path).save(copy.renderer_dir(FootageReplay.name))
+    config = EvalConfig(renderer=FootageReplay.name, video=False, max_frames=6)
+    report = evaluate_identity(copy.name, tmp_path, config=config, out=tmp_path / "eval")
+    assert report["motion_model"] == "identity"
+    assert list(report["audio_driven_by_motion_model"]) == ["identity", "generic"]
+    assert report["audio_driven"] == report["audio_driven_by_motion_model"]["identity"]
+    for figures in report["audio_driven_by_motion_model"].values():
+        assert figures["faces_found"] == 1.0 and np.isfinite(figures["mouth_opening_correlation"])
