@@ -163,15 +163,22 @@ class LipMotionModel:
         rest: float [len(MOUTH_NAMES)] the person's resting mouth, lips closed
             (:func:`motion.lip_measures.resting_mouth`).
         scale: float [len(MOUTH_NAMES)] the spread of each coefficient in the footage (the output unit).
+        extent: float [len(MOUTH_NAMES)] how much further from rest the predicted mouth is taken when it
+            drives a face (1: as predicted). A model fitted by least squares moves less than the person does
+            (it averages what it cannot tell apart); training sets this so that its mouth on the training
+            speech moves as much as the person's did.
     """
 
     name = MODEL_CLASS
 
-    def __init__(self, config: LipMotionConfig, rest: np.ndarray, scale: np.ndarray) -> None:
+    def __init__(
+        self, config: LipMotionConfig, rest: np.ndarray, scale: np.ndarray, extent: np.ndarray | None = None
+    ) -> None:
         self.config = config
         self.net = LipMotionNet(config)
         self.rest = np.asarray(rest, np.float32)
         self.scale = np.asarray(scale, np.float32)
+        self.extent = np.ones_like(self.rest) if extent is None else np.asarray(extent, np.float32)
 
     def coefficients(self, x: torch.Tensor) -> torch.Tensor:
         """x [B, C, M] -> absolute mouth coefficients [B, len(MOUTH_NAMES), M]."""
@@ -186,7 +193,8 @@ class LipMotionModel:
         x = torch.from_numpy(speech_inputs(features, generic_mouth))[None]
         out = self.coefficients(x)[0]
         positions = torch.from_numpy(frame_positions(features.num_frames, features.fps))
-        return read_at(out, positions).T.numpy().astype(np.float32)
+        mouth = read_at(out, positions).T.numpy()
+        return (self.rest + self.extent * (mouth - self.rest)).astype(np.float32)
 
     def predict(self, features: SpeechFeatures, generic: MotionSequence) -> MotionSequence:
         """``generic`` (the generic stage's motion for the same speech) with its mouth replaced by this
@@ -211,7 +219,7 @@ class LipMotionModel:
 
     def state_tensors(self) -> dict[str, np.ndarray]:
         tensors = {f"net.{k}": v.detach().cpu().numpy() for k, v in self.net.state_dict().items()}
-        return {**tensors, "rest": self.rest, "scale": self.scale}
+        return {**tensors, "rest": self.rest, "scale": self.scale, "extent": self.extent}
 
     def save(self, directory: str | os.PathLike) -> Path:
         """Write ``config.json`` + ``model.safetensors`` to ``directory`` (each file atomically)."""
@@ -230,7 +238,7 @@ class LipMotionModel:
     def load_weights(self, other: LipMotionModel) -> None:
         """Copy ``other``'s weights and rest into this model (same shape)."""
         self.net.load_state_dict(other.net.state_dict())
-        self.rest, self.scale = other.rest.copy(), other.scale.copy()
+        self.rest, self.scale, self.extent = other.rest.copy(), other.scale.copy(), other.extent.copy()
 
     @classmethod
     def load(cls, directory: str | os.PathLike) -> LipMotionModel:
@@ -258,7 +266,7 @@ class LipMotionModel:
                 fix,
             )
         config = from_dict(LipMotionConfig, saved["model"], where=str(directory / "config.json"))
-        model = cls(config, tensors["rest"], tensors["scale"])
+        model = cls(config, tensors["rest"], tensors["scale"], tensors.get("extent"))
         try:
             model.net.load_state_dict(
                 {k[4:]: torch.from_numpy(v) for k, v in tensors.items() if k.startswith("net.")}

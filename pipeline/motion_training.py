@@ -370,6 +370,10 @@ def fit_motion_model(
         mean = lambda values: float(np.mean(values)) if values else math.nan
         return {key: mean([f[key] for f in figures if np.isfinite(f[key])]) for key in figures[0]}
 
+    def set_extent() -> None:  # before the last checkpoint: the saved model drives faces this far
+        if len(people) == 1:
+            model.extent = movement_extent(model, people[0])
+
     run = TrainingRun(
         directory=out,
         renderer=model,
@@ -381,9 +385,25 @@ def fit_motion_model(
         title=title,
         memory=("the motion model", "a smaller batch (--set batch=8)"),
         resumed=resumed,
+        before_final_checkpoint=set_extent,
     )
     run_training(run, progress=progress)
     return evaluate()
+
+
+def movement_extent(
+    model: LipMotionModel, data: MotionData, limits: tuple[float, float] = (1.0, 2.0)
+) -> np.ndarray:
+    """float32 [len(MOUTH_NAMES)]: per coefficient, how much more the person's mouth moved than the model's
+    prediction on the training frames (spread over spread, within ``limits``)."""
+    model.net.eval()
+    with torch.no_grad():
+        out = model.coefficients(torch.from_numpy(data.inputs)[None])[0]
+        predicted = read_at(out, torch.from_numpy(frame_positions(len(data.targets), data.fps))).T.numpy()
+    model.net.train()
+    keep = data.train
+    ratio = data.targets[keep].std(0) / np.maximum(predicted[keep].std(0), 1e-6)
+    return np.clip(ratio, *limits).astype(np.float32)
 
 
 __all__ = [
@@ -393,5 +413,6 @@ __all__ = [
     "fit_motion_model",
     "heldout_figures",
     "identity_data",
+    "movement_extent",
     "train_motion_model",
 ]

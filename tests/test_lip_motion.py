@@ -97,6 +97,12 @@ def test_save_load_predict_and_resume(tmp_path):
     features = _features(len(data.targets), mel)
     first = model.mouth(features, data.generic_mouth)
     assert first.shape == (len(data.targets), len(MOUTH_NAMES)) and np.isfinite(first).all()
+    # the saved extent takes the mouth that much further from rest than the network predicts
+    assert model.extent.shape == (len(MOUTH_NAMES),) and np.all((model.extent >= 1) & (model.extent <= 2))
+    plain = LipMotionModel(model.config, model.rest, model.scale)
+    plain.net.load_state_dict(model.net.state_dict())
+    raw = plain.mouth(features, data.generic_mouth)
+    np.testing.assert_allclose(first - model.rest, model.extent * (raw - model.rest), atol=1e-5)
 
     # resuming goes on from step 20 and keeps the log's first rows
     fit_motion_model(data, out, _quick(iterations=40), "synthetic")
