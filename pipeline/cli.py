@@ -365,6 +365,32 @@ def _run_dub(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_batch(args: argparse.Namespace) -> int:
+    from pipeline.batch.runner import run_batch
+
+    if args.workers is not None and args.workers < 1:
+        raise UserError(f"--workers {args.workers} is below 1", "give 1 or more workers")
+    result = run_batch(
+        args.manifest,
+        args.out_root,
+        workers=args.workers,
+        ray=args.ray,
+        retry_failed=args.retry_failed,
+        dry_run=args.dry_run,
+        config=args.config,
+        sets=args.set,
+        workspace=args.workspace,
+        progress=not args.quiet,
+    )
+    return result.exit_code
+
+
+def _run_batch_status(args: argparse.Namespace) -> int:
+    from pipeline.batch.runner import batch_status
+
+    return batch_status(args.out_root)
+
+
 def _run_eval(args: argparse.Namespace) -> int:
     from pipeline.checks import check_output_folder, check_range
     from pipeline.evaluate import EvalConfig, evaluate_identity, format_report
@@ -724,6 +750,43 @@ def build_parser() -> argparse.ArgumentParser:
     dub.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     _add_config_args(dub)
     dub.set_defaults(func=_run_dub)
+
+    bat = sub.add_parser(
+        "batch", help="run a manifest of dub, generate and render jobs: resumable, on local workers or Ray"
+    )
+    bat.add_argument("manifest", metavar="JOBS", help="a .csv with a header row or a .jsonl, one job a row")
+    bat.add_argument("--out-root", dest="out_root", required=True, help="folder every output goes under")
+    bat.add_argument(
+        "--workers", type=int, help="local worker processes (default: half the cores, at most 4)"
+    )
+    bat.add_argument(
+        "--ray",
+        nargs="?",
+        const="local",
+        metavar="ADDRESS",
+        help="run on Ray: alone, a local Ray runtime; with an address (ray://host:10001 or auto), a cluster",
+    )
+    bat.add_argument("--retry-failed", dest="retry_failed", action="store_true", help="run failed jobs again")
+    bat.add_argument(
+        "--dry-run", dest="dry_run", action="store_true", help="check the manifest, print the plan"
+    )
+    bat.add_argument("--workspace", help="root folder of the identities (default outputs/identities)")
+    bat.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    bat.add_argument(
+        "--config", help="YAML of base settings (keys of any kind, or dub:/generate:/render: sections)"
+    )
+    bat.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a base setting of every kind that has it (crf=20) or of one (generate.size=256); repeatable",
+    )
+    bat.set_defaults(func=_run_batch)
+
+    bst = sub.add_parser("batch-status", help="print the job table of a batch's output root")
+    bst.add_argument("out_root", metavar="DIR", help="the --out-root of a batch")
+    bst.set_defaults(func=_run_batch_status)
 
     ev = sub.add_parser("eval", help="measure a trained identity on held-out footage: images and lip sync")
     _add_identity_args(ev, "trained")
