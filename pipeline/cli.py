@@ -463,6 +463,14 @@ def _run_bench_dub(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_bench_batch(args: argparse.Namespace) -> int:
+    from pipeline.bench.batch import bench_batch
+
+    bench_batch(args.out, jobs=args.jobs, seconds=args.seconds, video=args.video, audio=args.audio,
+                ray=not args.no_ray)  # fmt: skip
+    return 0
+
+
 def _run_bench_photo_lipsync(args: argparse.Namespace) -> int:
     from pipeline.bench.photo_lipsync import bench_photo_lipsync
 
@@ -564,6 +572,17 @@ def build_parser() -> argparse.ArgumentParser:
     bdub.add_argument("--out", default="outputs/bench_dub", help="scratch folder")
     bdub.add_argument("--long-seconds", dest="long_seconds", type=float, default=60.0, help="the long source")
     bdub.set_defaults(func=_run_bench_dub)
+
+    bbat = bench_sub.add_parser(
+        "batch", help="batch: jobs per hour of short warp dubs with 1 and 2 workers, and on Ray"
+    )
+    bbat.add_argument("--out", default="outputs/bench_batch", help="scratch folder (emptied first)")
+    bbat.add_argument("--jobs", type=int, default=6, help="warp dubs in the batch (default: %(default)s)")
+    bbat.add_argument("--seconds", type=float, default=3.0, help="speech per dub (default: %(default)s)")
+    bbat.add_argument("--video", help="the source (default ../shared/data/talk_may_5s.mp4)")
+    bbat.add_argument("--audio", help="the speech (default ../shared/data/speech_en_male_8s.wav)")
+    bbat.add_argument("--no-ray", dest="no_ray", action="store_true", help="leave the Ray path out")
+    bbat.set_defaults(func=_run_bench_batch)
 
     blip = bench_sub.add_parser(
         "lipsync",

@@ -169,6 +169,23 @@ def test_two_workers_on_one_identity_prepare_it_once(tmp_path):
     assert entries[1][0] >= entries[0][1]  # the second started only after the first had finished
 
 
+def test_dry_run_prints_the_plan_and_records_nothing(files, capsys):
+    from pipeline.cli import main
+
+    here, root = files
+    rows = ["dub,clip.mp4,speech.wav,a.mp4", "dub,nope.mp4,speech.wav,b.mp4"]
+    manifest = _write_csv(here / "jobs.csv", "kind,video,audio,out", rows)
+    code = main(["batch", str(manifest), "--out-root", str(root), "--dry-run", "-q", "--set", "crf=20"])
+    printed = capsys.readouterr().out
+    assert code == 1  # a row is invalid
+    assert "line 3: video: file not found" in printed and "line    2  dub      a.mp4: new" in printed
+    assert "1 valid row(s), 1 invalid; 1 to run" in printed
+    state = BatchState(root)
+    assert state.jobs() == []
+    state.close()
+    assert main(["batch", str(manifest), "--out-root", str(root), "--set", "nothing=1"]) == 2
+
+
 def test_batch_status_without_a_database_is_a_user_error(tmp_path):
     with pytest.raises(UserError, match="no batch database"):
         batch_status(tmp_path)
