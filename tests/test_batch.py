@@ -284,6 +284,27 @@ def test_ray_runs_the_same_manifest_with_the_same_result(local_batch, tmp_path):
         assert ray_jobs[line]["sha256"] == local_jobs[line]["sha256"]
 
 
+@pytest.mark.slow
+def test_two_dubs_of_one_video_prepare_and_train_its_identity_once(media, tmp_path):
+    """Two workers, two nerf dubs (tiny preset) of the same clip: one prepares and trains, the other waits
+    for the lock and reuses both."""
+    manifest = _write_csv(
+        media / "same.csv", "kind,video,audio,out,renderer,preset,timeline",
+        [f"dub,clip.mp4,speech.wav,n{i}.mp4,nerf,tiny,cut" for i in range(2)],
+    )  # fmt: skip
+    root, ids = tmp_path / "out", tmp_path / "ids"
+    result = run_batch(
+        manifest, root, workers=2, sets=["dub.prepare.size=256"], workspace=ids, progress=False,
+        echo=lambda s: None,
+    )  # fmt: skip
+    assert result.exit_code == 0, result.jobs
+    assert len([p for p in ids.iterdir() if p.is_dir()]) == 1
+    logs = [(root / j["log"]).read_text() for j in result.jobs]
+    assert sum(text.count("training the nerf renderer") for text in logs) == 1
+    assert sorted("found, reused" in text for text in logs) == [False, True]
+    assert sorted("preparing" in text for text in logs) == [False, True]
+
+
 def _completions(db: Path) -> int:
     if not db.is_file():
         return 0

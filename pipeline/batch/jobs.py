@@ -147,8 +147,16 @@ def _run(job: dict[str, Any]) -> None:
         run()
         return
     # the trained paths prepare (and train) the video's identity inside dub: one worker at a time per identity
+    from pipeline.workspace import IDENTITY_FILE
+
     name = config.identity or identity_name(inputs["video"])
-    with identity_lock(identity_dir(name, workspace)) as waited:
-        if waited > 1:
-            log.info("waited %.1f s for identity %s (another job prepared it)", waited, name)
+    folder = identity_dir(name, workspace)
+    with identity_lock(folder) as waited:
+        found = (folder / IDENTITY_FILE).is_file()
+        log.info(
+            "identity %s: %s (waited %.1f s for its lock)",
+            name,
+            "found, reused" if found else "preparing",
+            waited,
+        )
         run()
