@@ -18,6 +18,7 @@ import contextlib
 import fcntl
 import logging
 import os
+import signal
 import threading
 import time
 import traceback
@@ -62,6 +63,9 @@ def _watch_parent() -> None:
 def worker_init() -> None:
     """Start of each local worker process."""
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    # SIGINT from the driver (or Ctrl-C) unwinds the job, removing its temporaries, even where the batch
+    # was started with SIGINT ignored (a background job of a shell script)
+    signal.signal(signal.SIGINT, signal.default_int_handler)
     _watch_parent()
 
 

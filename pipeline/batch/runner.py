@@ -10,9 +10,11 @@ to a temporary and renamed, so no half-written output is ever left under its nam
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import multiprocessing
 import os
+import signal
 import time
 from collections import deque
 from collections.abc import Iterable
@@ -81,10 +83,16 @@ class LocalPool:
 
     def close(self, now: bool = False) -> None:
         if now:  # stopped: end the workers rather than wait for their jobs (those are redone next run)
-            processes = list(getattr(self.pool, "_processes", {}).values())
+            processes = list((getattr(self.pool, "_processes", None) or {}).values())
             self.pool.shutdown(wait=False, cancel_futures=True)
+            for process in processes:  # SIGINT first: the job unwinds and removes its temporaries
+                with contextlib.suppress(OSError):
+                    os.kill(process.pid, signal.SIGINT)
+            deadline = time.monotonic() + 10
             for process in processes:
-                process.terminate()
+                process.join(max(0.0, deadline - time.monotonic()))
+                if process.is_alive():
+                    process.kill()
         else:
             self.pool.shutdown(wait=True)
 
