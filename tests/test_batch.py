@@ -186,6 +186,23 @@ def test_dry_run_prints_the_plan_and_records_nothing(files, capsys):
     assert main(["batch", str(manifest), "--out-root", str(root), "--set", "nothing=1"]) == 2
 
 
+def test_each_local_worker_gets_its_own_gpu():
+    from pipeline.batch.runner import LocalPool
+
+    pool = LocalPool(2, gpus=["5", "7"])
+    try:
+        # both workers busy at once, so each answers for itself
+        futures = [pool.pool.submit(_visible_gpu_after, 1.0) for _ in range(2)]
+        assert sorted(f.result(timeout=60) for f in futures) == ["5", "7"]
+    finally:
+        pool.close()
+
+
+def _visible_gpu_after(seconds: float) -> str:
+    time.sleep(seconds)
+    return os.environ.get("CUDA_VISIBLE_DEVICES", "")
+
+
 def test_batch_status_without_a_database_is_a_user_error(tmp_path):
     with pytest.raises(UserError, match="no batch database"):
         batch_status(tmp_path)

@@ -60,9 +60,20 @@ def _watch_parent() -> None:
     threading.Thread(target=watch, daemon=True, name="parent-watch").start()
 
 
-def worker_init() -> None:
-    """Start of each local worker process."""
+def needs_gpu(job: dict[str, Any]) -> bool:
+    """Whether a job runs a trained or diffusion renderer (on a GPU where there is one)."""
+    renderer = job["config"].get("renderer")
+    if job["kind"] == "render":
+        return True
+    return renderer != "warp"
+
+
+def worker_init(devices=None) -> None:
+    """Start of each local worker process. ``devices``: a queue of GPU ids, one taken by each worker (set
+    before anything loads CUDA, so the worker's jobs all run on that GPU)."""
     os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    if devices is not None:
+        os.environ["CUDA_VISIBLE_DEVICES"] = devices.get(timeout=60)
     # SIGINT from the driver (or Ctrl-C) unwinds the job, removing its temporaries, even where the batch
     # was started with SIGINT ignored (a background job of a shell script)
     signal.signal(signal.SIGINT, signal.default_int_handler)

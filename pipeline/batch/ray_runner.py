@@ -18,13 +18,9 @@ import os
 from typing import Any
 
 from common.errors import UserError
-from pipeline.batch.jobs import run_job
+from pipeline.batch.jobs import needs_gpu, run_job
 
 RAY_RETRIES = 2
-
-
-def _needs_gpu(job: dict[str, Any]) -> bool:
-    return job["kind"] == "render" or (job["kind"] == "dub" and job["config"].get("renderer") != "warp")
 
 
 class RayPool:
@@ -52,7 +48,7 @@ class RayPool:
         self.task = ray.remote(max_retries=RAY_RETRIES, num_cpus=1)(run_job)
 
     def submit(self, job: dict[str, Any], log_path: str):
-        gpus = 1 if self.gpus and _needs_gpu(job) else 0
+        gpus = 1 if self.gpus and needs_gpu(job) else 0
         return self.task.options(num_gpus=gpus).remote(job, log_path)
 
     def wait(self, handles: list) -> list[tuple[Any, dict[str, Any] | None]]:

@@ -24,7 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from pipeline.batch.jobs import run_job, worker_init
+from pipeline.batch.jobs import needs_gpu, run_job, worker_init
 from pipeline.batch.manifest import Job, Manifest, base_overrides, read_manifest
 from pipeline.batch.report import counts_line, table, write_reports
 from pipeline.batch.state import BatchState, batch_lock
@@ -41,6 +41,16 @@ def default_workers() -> int:
     return max(1, min((os.cpu_count() or 2) // 2, 4))
 
 
+def gpu_ids() -> list[str]:
+    """The ids of this machine's visible CUDA GPUs (as ``CUDA_VISIBLE_DEVICES`` names them)."""
+    import torch
+
+    count = torch.cuda.device_count()
+    visible = os.environ.get("CUDA_VISIBLE_DEVICES")
+    names = [v.strip() for v in visible.split(",") if v.strip()] if visible else []
+    return names[:count] if names else [str(i) for i in range(count)]
+
+
 @dataclass
 class BatchResult:
     jobs: list[dict[str, Any]]
@@ -53,14 +63,22 @@ class BatchResult:
 class LocalPool:
     """Jobs on a ``ProcessPoolExecutor`` of spawned processes (a fork of a process with threads is unsafe)."""
 
-    def __init__(self, workers: int) -> None:
+    def __init__(self, workers: int, gpus: list[str] | None = None) -> None:
         self.workers = workers
         self.window = workers
+        self.gpus = gpus or []
         self.pool = self._new_pool()
 
     def _new_pool(self) -> ProcessPoolExecutor:
         context = multiprocessing.get_context("spawn")
-        return ProcessPoolExecutor(self.workers, mp_context=context, initializer=worker_init)
+        devices = None
+        if self.gpus:  # one GPU a worker, in turn (more workers than GPUs share them)
+            devices = context.Queue()
+            for i in range(self.workers):
+                devices.put(self.gpus[i % len(self.gpus)])
+        return ProcessPoolExecutor(
+            self.workers, mp_context=context, initializer=worker_init, initargs=(devices,)
+        )
 
     def submit(self, job: dict[str, Any], log_path: str) -> Future:
         return self.pool.submit(run_job, job, log_path)
@@ -174,7 +192,8 @@ def run_batch(
     for line, row in checked.invalid.items():
         why = "; ".join(f"{p.field}: {p.message}" for p in checked.problems if p.line == line)
         invalid[line] = (row.get("kind", "") or "?", row.get("out", ""), why)
-    workers = workers or default_workers()
+    gpus = gpu_ids() if not ray and any(needs_gpu(j.to_dict()) for j in checked.jobs) else []
+    workers = workers or (len(gpus) if gpus else default_workers())
     with batch_lock(root):
         state = BatchState(root)
         try:
@@ -186,6 +205,7 @@ def run_batch(
                 return BatchResult([], problems, 0 if not invalid else 1)
             skipped = len(checked.jobs) - len(todo)
             where = f"Ray ({ray})" if ray else f"{workers} local worker(s)"
+            where += f" on GPU(s) {','.join(gpus)}" if gpus else ""
             echo(f"{len(todo)} job(s) to run on {where}; {skipped} skipped; {len(invalid)} invalid row(s)")
             ran = 0
             if todo:
@@ -194,7 +214,7 @@ def run_batch(
 
                     pool = RayPool(ray, workers)
                 else:
-                    pool = LocalPool(min(workers, len(todo)))
+                    pool = LocalPool(min(workers, len(todo)), gpus)
                 start = time.perf_counter()
                 ran = drive(todo, state, root, pool, progress)
                 log.info("%d job(s) in %.1f s", ran, time.perf_counter() - start)
