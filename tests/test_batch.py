@@ -320,6 +320,17 @@ def test_two_dubs_of_one_video_prepare_and_train_its_identity_once(media, tmp_pa
     assert sum(text.count("training the nerf renderer") for text in logs) == 1
     assert sorted("found, reused" in text for text in logs) == [False, True]
     assert sorted("preparing" in text for text in logs) == [False, True]
+    # a render row drives the identity the dubs prepared and trained
+    from pipeline.dub_trained import identity_name
+    from pipeline.video_io import probe_video
+
+    name = identity_name(media / "clip.mp4")
+    render = _write_csv(
+        media / "render.csv", "kind,identity,audio,out,renderer", [f"render,{name},speech.wav,r.mp4,nerf"]
+    )
+    result = run_batch(render, root, workers=1, workspace=ids, progress=False, echo=lambda s: None)
+    assert result.exit_code == 0, result.jobs
+    assert probe_video(root / "r.mp4").num_frames == 50
 
 
 def _completions(db: Path) -> int:
