@@ -115,6 +115,11 @@ class LocalPool:
             self.pool.shutdown(wait=True)
 
 
+def _show(bar, done: int, failed: int, running: dict) -> None:
+    lines = ", ".join(str(j.line) for j in sorted(running.values(), key=lambda j: j.line)[:8])
+    bar.set_postfix_str(f"{done} done, {failed} failed" + (f"; running line(s) {lines}" if lines else ""))
+
+
 def drive(todo: list[Job], state: BatchState, root: Path, pool, progress: bool = True) -> int:
     """Hand ``todo`` out to ``pool``, recording each job's state as it goes; returns how many ran."""
     from tqdm import tqdm
@@ -132,6 +137,7 @@ def drive(todo: list[Job], state: BatchState, root: Path, pool, progress: bool =
                 tries[job.id] = tries.get(job.id, 0) + 1
                 state.mark_running(job.id)
                 running[pool.submit(job.to_dict(), str(root / "logs" / f"{job.id}.log"))] = job
+            _show(bar, done, failed, running)
             for handle, result in pool.wait(list(running)):
                 job = running.pop(handle)
                 if result is None:
@@ -153,7 +159,7 @@ def drive(todo: list[Job], state: BatchState, root: Path, pool, progress: bool =
                     state.mark_failed(job.id, result["seconds"], result["error"])
                     failed += 1
                 bar.update(1)
-                bar.set_postfix_str(f"{done} done, {failed} failed; line {job.line} {job.out}")
+                _show(bar, done, failed, running)
         stopped = False
     finally:
         bar.close()
