@@ -43,6 +43,8 @@ def test_manifest_reports_each_bad_row_with_its_line_and_field_and_keeps_the_goo
     outside = tmp_path / "elsewhere"
     outside.mkdir()
     (root / "link").symlink_to(outside)
+    (root / "a").mkdir()
+    (root / "a" / "good.mp4").write_bytes(b"x" * 16)  # left by an earlier run
     manifest = _write_csv(
         here / "jobs.csv",
         "kind,video,image,audio,out,renderer,timeline",
@@ -60,6 +62,7 @@ def test_manifest_reports_each_bad_row_with_its_line_and_field_and_keeps_the_goo
             "generate,,photo.jpg,speech.wav,g2.mp4,,loop",  # 12: generate takes no timeline
             "dub,clip.mp4,,speech.wav,r.mp4,nosuch,",  # 13
             "dub,clip.mp4,,speech.wav,logs/l.mp4,warp,",  # 14
+            "dub,out/a/good.mp4,,speech.wav,chain.mp4,warp,",  # 15: reads line 2's output
         ],
     )
     checked = read_manifest(manifest, root)
@@ -67,11 +70,11 @@ def test_manifest_reports_each_bad_row_with_its_line_and_field_and_keeps_the_goo
     found = {(p.line, p.field) for p in checked.problems}
     assert found == {
         (4, "video"), (5, "out"), (6, "out"), (7, "out"), (8, "out"), (9, "kind"), (10, "out"),
-        (11, "audio"), (12, "timeline"), (13, "renderer"), (14, "out"),
+        (11, "audio"), (12, "timeline"), (13, "renderer"), (14, "out"), (15, "video"),
     }  # fmt: skip
     text = {p.line: p.message for p in checked.problems}
     assert "not found" in text[4] and "'..'" in text[5] and "absolute" in text[6]
-    assert "outside --out-root" in text[7] and "line 2" in text[8]
+    assert "outside --out-root" in text[7] and "line 2" in text[8] and "output of line 2" in text[15]
     good = checked.jobs[0]
     assert good.out_path == str(root.resolve() / "a" / "good.mp4")
     assert good.inputs["video"] == str((here / "clip.mp4").resolve())

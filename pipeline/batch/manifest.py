@@ -206,6 +206,15 @@ def _read_rows(path: Path) -> list[tuple[int, dict[str, Any]]]:
     return rows
 
 
+def _transcript(here: Path, value: str) -> str:
+    """A ``transcript`` cell: the text of the file it names (relative to the manifest), or the text itself."""
+    try:
+        file = here / value
+        return file.read_text() if file.is_file() else value
+    except (OSError, ValueError):  # text too long or odd to be a path
+        return value
+
+
 def _input_problem(path: Path) -> str | None:
     if not path.exists():
         return f"file not found: {path}"
@@ -341,8 +350,7 @@ def read_manifest(
                     if why:
                         found.append(Problem(line, name, why))
             if row.get("transcript"):
-                file = here / row["transcript"]
-                transcript = file.read_text() if file.is_file() else row["transcript"]
+                transcript = _transcript(here, row["transcript"])
         config: dict[str, Any] = {}
         if not found:
             overrides = list(base[kind])
@@ -376,6 +384,16 @@ def read_manifest(
                 row=row,
             )
         )
+    # a row may not read what another row writes: the order the jobs run in is not the manifest's
+    written = {str(path): line for path, line in outs.items()}
+    for job in list(jobs):
+        clash = [(k, v) for k, v in job.inputs.items() if k != "identity" and v in written]
+        if clash:
+            name, path = clash[0]
+            problems.append(Problem(job.line, name, f"{path} is the output of line {written[path]}"))
+            invalid[job.line] = job.row
+            jobs.remove(job)
+    problems.sort(key=lambda p: p.line)
     return Manifest(jobs, problems, invalid)
 
 
