@@ -136,6 +136,15 @@ def test_state_skips_done_jobs_whose_output_matches_and_redoes_the_rest(files):
     todo, _ = state.plan(jobs, {}, retry_failed=True, dry=True)
     assert [j.id for j in todo] == [jobs[1].id, jobs[2].id, jobs[3].id]
     assert state.get(jobs[2].id)["state"] == "failed"  # a dry run records nothing
+    # a job whose worker finished it just before its run was killed: its note and output match
+    state.mark_running(jobs[3].id)
+    Path(jobs[3].out_path).write_bytes(b"finished")
+    size, sha = output_fingerprint(jobs[3].out_path)
+    state.done_note(jobs[3].id).parent.mkdir(parents=True, exist_ok=True)
+    state.done_note(jobs[3].id).write_text(json.dumps({"size": size, "sha256": sha, "seconds": 2.0}))
+    todo, why = state.plan(jobs, {}, retry_failed=False)
+    assert jobs[3].id not in [j.id for j in todo] and "recorded done" in why[jobs[3].id]
+    assert (state.get(jobs[3].id)["state"], state.get(jobs[3].id)["completions"]) == ("done", 1)
     state.close()
 
 

@@ -27,6 +27,7 @@ from pathlib import Path
 from typing import Any
 
 from common.errors import UserError
+from common.files import write_json
 
 log = logging.getLogger(__name__)
 
@@ -110,6 +111,10 @@ def run_job(job: dict[str, Any], log_path: str) -> dict[str, Any]:
         try:
             _run(job)
             size, sha = output_fingerprint(job["out_path"])
+            seconds = time.perf_counter() - start
+            # the note that this job is finished, for a driver killed before it records the result
+            note = {"size": size, "sha256": sha, "seconds": seconds}
+            write_json(Path(log_path).with_name(f"{job['id']}.done.json"), note)
         except UserError as err:
             log.error("failed: %s", err.message)
             return {
@@ -122,7 +127,6 @@ def run_job(job: dict[str, Any], log_path: str) -> dict[str, Any]:
             log.error("failed:\n%s", traceback.format_exc())
             message = f"{type(err).__name__}: {err}".strip()
             return {"id": job["id"], "ok": False, "seconds": time.perf_counter() - start, "error": message}
-        seconds = time.perf_counter() - start
         log.info("done in %.1f s: %d bytes, sha256 %s", seconds, size, sha)
     return {"id": job["id"], "ok": True, "seconds": seconds, "size": size, "sha256": sha}
 

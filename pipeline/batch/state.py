@@ -6,7 +6,9 @@ times it was recorded done, its error, start and finish times, seconds, and its 
 
 Running the same batch again (:meth:`BatchState.plan`): a done job is skipped when its output is still
 there with the recorded size and SHA-256 (else it is redone); a job left ``running`` (its run was killed)
-is redone from scratch; a failed job stays failed unless ``retry_failed``.
+is redone from scratch, unless its worker had finished it: a worker leaves ``logs/<job>.done.json`` (the
+output's size and SHA-256) right after the output, and a job whose note matches its output is recorded done
+without running again; a failed job stays failed unless ``retry_failed``.
 """
 
 from __future__ import annotations
@@ -150,6 +152,9 @@ class BatchState:
                         why[job.id] = "done before, output checked"
                         continue
                     why[job.id] = f"redone: {reason}"
+                elif state == "running" and self._finished_by_worker(job):
+                    why[job.id] = "finished as its run was stopped: output checked, recorded done"
+                    continue
                 elif state == "running":
                     why[job.id] = "redone: its run was stopped while it ran"
                 elif state == "failed" and not retry_failed:
@@ -177,6 +182,27 @@ class BatchState:
             self.run -= 1
         return todo, why
 
+    def done_note(self, job_id: str) -> Path:
+        """Where a worker notes a finished job's output (``size``, ``sha256``, ``seconds``)."""
+        return self.root / "logs" / f"{job_id}.done.json"
+
+    def _finished_by_worker(self, job) -> bool:
+        """Record ``job`` done if its worker's note is there and matches its output (in a transaction)."""
+        import json
+
+        try:
+            note = json.loads(self.done_note(job.id).read_text())
+        except (OSError, ValueError):
+            return False
+        if self._output_changed(job.out_path, note) is not None:
+            return False
+        self.db.execute(
+            "UPDATE jobs SET state = 'done', completions = completions + 1, finished = ?, seconds = ?, "
+            "size = ?, sha256 = ?, error = '' WHERE id = ?",
+            (time.time(), note.get("seconds"), note["size"], note["sha256"], job.id),
+        )
+        return True
+
     @staticmethod
     def _output_changed(path: str, known: dict[str, Any]) -> str | None:
         if not os.path.isfile(path):
@@ -188,6 +214,7 @@ class BatchState:
         return None
 
     def mark_running(self, job_id: str) -> None:
+        self.done_note(job_id).unlink(missing_ok=True)  # a note of an earlier attempt
         self.db.execute(
             "UPDATE jobs SET state = 'running', attempts = attempts + 1, started = ?, finished = NULL, "
             "error = '' WHERE id = ?",
