@@ -102,6 +102,10 @@ def test_manifest_refuses_unknown_columns_and_settings_map_onto_each_kind(files)
     assert base["render"] == ["crf=23"]
     with pytest.raises(InputError, match="belongs to no job kind"):
         base_overrides(None, ["no_such_setting=1"])
+    (here / "base.yaml").write_text("crf: 21\ngenerate:\n  size: 128\ndub:\n  motion:\n    jaw_gain: 1.1\n")
+    from_file = base_overrides(here / "base.yaml", ["generate.size=256"])
+    assert from_file["generate"] == ["crf=21", "size=128", "size=256"]
+    assert from_file["dub"] == ["crf=21", "motion.jaw_gain=1.1"]
     manifest = _write_csv(
         here / "jobs.csv", "kind,video,image,audio,out,timeline,face",
         ["dub,clip.mp4,,speech.wav,d.mp4,loop,\"10,20\"", "generate,,photo.jpg,speech.wav,g.mp4,,"],
