@@ -365,6 +365,32 @@ def _run_dub(args: argparse.Namespace) -> int:
     return 0
 
 
+def _run_batch(args: argparse.Namespace) -> int:
+    from pipeline.batch.runner import run_batch
+
+    if args.workers is not None and args.workers < 1:
+        raise UserError(f"--workers {args.workers} is below 1", "give 1 or more workers")
+    result = run_batch(
+        args.manifest,
+        args.out_root,
+        workers=args.workers,
+        ray=args.ray,
+        retry_failed=args.retry_failed,
+        dry_run=args.dry_run,
+        config=args.config,
+        sets=args.set,
+        workspace=args.workspace,
+        progress=not args.quiet,
+    )
+    return result.exit_code
+
+
+def _run_batch_status(args: argparse.Namespace) -> int:
+    from pipeline.batch.runner import batch_status
+
+    return batch_status(args.out_root)
+
+
 def _run_eval(args: argparse.Namespace) -> int:
     from pipeline.checks import check_output_folder, check_range
     from pipeline.evaluate import EvalConfig, evaluate_identity, format_report
@@ -434,6 +460,14 @@ def _run_bench_dub(args: argparse.Namespace) -> int:
     from pipeline.bench.dub import bench_dub
 
     bench_dub(out=args.out, long_seconds=args.long_seconds)
+    return 0
+
+
+def _run_bench_batch(args: argparse.Namespace) -> int:
+    from pipeline.bench.batch import bench_batch
+
+    bench_batch(args.out, jobs=args.jobs, seconds=args.seconds, video=args.video, audio=args.audio,
+                ray=not args.no_ray)  # fmt: skip
     return 0
 
 
@@ -538,6 +572,17 @@ def build_parser() -> argparse.ArgumentParser:
     bdub.add_argument("--out", default="outputs/bench_dub", help="scratch folder")
     bdub.add_argument("--long-seconds", dest="long_seconds", type=float, default=60.0, help="the long source")
     bdub.set_defaults(func=_run_bench_dub)
+
+    bbat = bench_sub.add_parser(
+        "batch", help="batch: jobs per hour of short warp dubs with 1 and 2 workers, and on Ray"
+    )
+    bbat.add_argument("--out", default="outputs/bench_batch", help="scratch folder (emptied first)")
+    bbat.add_argument("--jobs", type=int, default=6, help="warp dubs in the batch (default: %(default)s)")
+    bbat.add_argument("--seconds", type=float, default=3.0, help="speech per dub (default: %(default)s)")
+    bbat.add_argument("--video", help="the source (default ../shared/data/talk_may_5s.mp4)")
+    bbat.add_argument("--audio", help="the speech (default ../shared/data/speech_en_male_8s.wav)")
+    bbat.add_argument("--no-ray", dest="no_ray", action="store_true", help="leave the Ray path out")
+    bbat.set_defaults(func=_run_bench_batch)
 
     blip = bench_sub.add_parser(
         "lipsync",
@@ -724,6 +769,43 @@ def build_parser() -> argparse.ArgumentParser:
     dub.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     _add_config_args(dub)
     dub.set_defaults(func=_run_dub)
+
+    bat = sub.add_parser(
+        "batch", help="run a manifest of dub, generate and render jobs: resumable, on local workers or Ray"
+    )
+    bat.add_argument("manifest", metavar="JOBS", help="a .csv with a header row or a .jsonl, one job a row")
+    bat.add_argument("--out-root", dest="out_root", required=True, help="folder every output goes under")
+    bat.add_argument(
+        "--workers", type=int, help="local worker processes (default: half the cores, at most 4)"
+    )
+    bat.add_argument(
+        "--ray",
+        nargs="?",
+        const="local",
+        metavar="ADDRESS",
+        help="run on Ray: alone, a local Ray runtime; with an address (ray://host:10001 or auto), a cluster",
+    )
+    bat.add_argument("--retry-failed", dest="retry_failed", action="store_true", help="run failed jobs again")
+    bat.add_argument(
+        "--dry-run", dest="dry_run", action="store_true", help="check the manifest, print the plan"
+    )
+    bat.add_argument("--workspace", help="root folder of the identities (default outputs/identities)")
+    bat.add_argument("-q", "--quiet", action="store_true", help="no progress bar")
+    bat.add_argument(
+        "--config", help="YAML of base settings (keys of any kind, or dub:/generate:/render: sections)"
+    )
+    bat.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="a base setting of every kind that has it (crf=20) or of one (generate.size=256); repeatable",
+    )
+    bat.set_defaults(func=_run_batch)
+
+    bst = sub.add_parser("batch-status", help="print the job table of a batch's output root")
+    bst.add_argument("out_root", metavar="DIR", help="the --out-root of a batch")
+    bst.set_defaults(func=_run_batch_status)
 
     ev = sub.add_parser("eval", help="measure a trained identity on held-out footage: images and lip sync")
     _add_identity_args(ev, "trained")
