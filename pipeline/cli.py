@@ -360,7 +360,7 @@ def _run_dub(args: argparse.Namespace) -> int:
     through = f", {result.passed_through} passed through unchanged" if result.passed_through else ""
     print(
         f"wrote {result.video} ({result.num_frames} frames from {result.source_frames} source frames"
-        f"{through}; {result.renderer}; {took:.1f} s); config {result.config}"
+        f"{through}; {result.renderer}; mouth by {result.mouth_by}; {took:.1f} s); config {result.config}"
     )
     return 0
 

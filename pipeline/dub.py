@@ -41,7 +41,7 @@ from pipeline.checks import check_range
 from pipeline.drive import adapt_to_identity
 from pipeline.dub_trained import identity_name, prepared_identity, trained_frames, trained_renderer
 from pipeline.face_follow import FaceTrack, FollowConfig, follow_face, parse_point
-from pipeline.prepare import PrepareConfig
+from pipeline.prepare import PrepareConfig, fingerprint
 from pipeline.speech_motion import speech_motion
 from pipeline.timeline import frames_in_order, read_span, timeline
 from pipeline.video_io import (
@@ -279,6 +279,8 @@ class DubResult:
     intended_opening: np.ndarray
     """float [T]: the mouth opening (inner-lip gap over mouth width) each output frame was drawn to have,
     nan where the frame passed through: what evaluation compares the drawn mouth with."""
+    mouth_by: str = "the generic model"
+    """Whose motion model made the mouth: "the generic model" or "NAME's own model"."""
 
 
 def resolve_renderer(name: str) -> str:
@@ -374,6 +376,8 @@ def dub(
     name = config.identity or identity_name(video)
     if renderer == "warp":
         ws = _existing_identity(name, workspace)
+        if ws is None and not config.identity:
+            ws = _identity_prepared_from(video, workspace)
     else:
         ws = prepared_identity(video, name, workspace, config.prepare, progress)
     speaker = ws
@@ -422,7 +426,8 @@ def dub(
         log.warning("%d of %d frames passed through unchanged (face lost or turned away)", passed, length)
     intended = source.opening(frames, target)
     intended[strength == 0] = np.nan
-    return DubResult(out, config_path, renderer, length, len(track), passed, timings, intended)
+    mouth_by = f"{speaker.name}'s own model" if spoken.model == "identity" else "the generic model"
+    return DubResult(out, config_path, renderer, length, len(track), passed, timings, intended, mouth_by)
 
 
 def _existing_identity(name: str, workspace: str | os.PathLike | None) -> Workspace | None:
@@ -432,6 +437,27 @@ def _existing_identity(name: str, workspace: str | os.PathLike | None) -> Worksp
         return None
     ws = Workspace.open(folder)
     return ws if ws.step_done("tracking") else None
+
+
+def _identity_prepared_from(
+    video: str | os.PathLike, workspace: str | os.PathLike | None
+) -> Workspace | None:
+    """An identity prepared from this very file under any name (found by the file's fingerprint), one with
+    its own motion model first; None when there is none."""
+    root = identity_dir("any", workspace).parent
+    if not root.is_dir():
+        return None
+    mark = fingerprint(Path(video))
+    found = []
+    for info_file in sorted(root.glob(f"*/{IDENTITY_FILE}")):
+        try:
+            ws = Workspace.open(info_file.parent)
+        except InputError:
+            continue
+        if ws.info.get("source", {}).get("fingerprint") == mark and ws.step_done("tracking"):
+            found.append(ws)
+    found.sort(key=lambda ws: not ws.has_motion_model())
+    return found[0] if found else None
 
 
 def _warped_frames(

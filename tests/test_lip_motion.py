@@ -194,6 +194,12 @@ def test_train_motion_cli_then_render_motion_and_generate_use_it(
     assert report["motion_model"] == "identity" and set(report["by_motion_model"]) == {"identity", "generic"}
     assert "identity motion:" in done.stdout and "generic motion:" in done.stdout
 
+    # a dub of the video the identity was prepared from finds it by the file's fingerprint and its model
+    source = prepared.info["source"]["path"]
+    done = _cli("dub", source, "--audio", speech, "--out", str(tmp_path / "dub.mp4"), "--renderer", "warp",
+                "--workspace", root, "-q")  # fmt: skip
+    assert done.returncode == 0 and f"mouth by {name}'s own model" in done.stdout, done.stderr
+
     own, generic = tmp_path / "own.npz", tmp_path / "generic.npz"
     done = _cli(
         "motion", "--audio", str(demo_speech), "--out", str(own), "--identity", name, "--workspace", root
