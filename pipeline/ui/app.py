@@ -24,14 +24,19 @@ TAB_NAMES = ("Photo -> video", "Dub a video", "Identities", "Batch")
 
 
 def _clear_errors(fn):
-    """Run ``fn`` with a UserError shown on the page as its message (the line the CLI prints)."""
+    """Run ``fn`` with a UserError shown on the page as its message (the line the CLI prints), an uploaded
+    file named as the user named it rather than by its path in the server's upload cache."""
 
     @functools.wraps(fn)
     def wrapped(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
         except UserError as err:
-            raise gr.Error(err.message, print_exception=False) from None
+            message = err.message
+            for arg in args:
+                if isinstance(arg, str) and len(arg) > 1 and Path(arg).is_file():
+                    message = message.replace(arg, Path(arg).name)
+            raise gr.Error(message, print_exception=False) from None
 
     return wrapped
 
@@ -47,7 +52,7 @@ def build_app(folders: Folders) -> gr.Blocks:
         return str(video), settings
 
     def preview(path):
-        return path if path and Path(path).suffix.lower() in jobs.IMAGE_TYPES else None
+        return path if path and jobs.looks_like_image(path) else None
 
     @_clear_errors
     def show_first_frame(video):
@@ -99,7 +104,9 @@ def build_app(folders: Folders) -> gr.Blocks:
                     p_run = gr.Button("Make the video", variant="primary")
                 with gr.Column():
                     p_video = gr.Video(label="Result", interactive=False)
-                    p_settings = gr.Code(label="Resolved settings (.config.yaml)", language="yaml")
+                    p_settings = gr.Code(
+                        label="Resolved settings (.config.yaml)", language="yaml", max_lines=16
+                    )
             p_image.change(preview, p_image, p_preview)
             p_run.click(
                 photo, [p_image, p_audio, p_text, p_size], [p_video, p_settings], api_name="photo_to_video"

@@ -53,6 +53,18 @@ def need(path: str | os.PathLike | None, what: str) -> str:
     return str(path)
 
 
+def looks_like_image(path: str | os.PathLike) -> bool:
+    """Whether ``path`` opens as a picture (for the upload's preview; the job itself checks it fully)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(path) as image:
+            image.verify()
+    except (OSError, UnidentifiedImageError, ValueError):
+        return False
+    return True
+
+
 def run_photo(
     folders: Folders,
     image: str | None,
