@@ -136,14 +136,28 @@ class Page:
         self.wait_for(ready, timeout)
 
     def set_files(self, selector: str, index: int, path: str | Path) -> None:
-        """Put ``path`` in the ``index``-th element matching ``selector`` (an ``input type=file``), as a
-        user's choice in the file dialog does (its change event fires)."""
-        found = self.call(
-            "Runtime.evaluate", expression=f"document.querySelectorAll({json.dumps(selector)})[{index}]"
-        )["result"]
+        """Put ``path`` in the ``index``-th element matching ``selector`` (an ``input type=file``) among
+        those on the shown part of the page, as a user's choice in the file dialog does (its change event
+        fires)."""
+        shown = (
+            f"[...document.querySelectorAll({json.dumps(selector)})]"
+            ".filter(e => !e.closest('.block') || e.closest('.block').offsetParent !== null)"
+        )
+        found = self.call("Runtime.evaluate", expression=f"{shown}[{index}]")["result"]
         if "objectId" not in found:
             raise LookupError(f"no element {selector} number {index} on the page")
         self.call("DOM.setFileInputFiles", files=[str(path)], objectId=found["objectId"])
+
+    def click_at(self, selector: str, fx: float, fy: float) -> None:
+        """A mouse click at the fractions ``fx``, ``fy`` of the first shown element matching ``selector``."""
+        box = self.js(
+            f"(() => {{ const e = [...document.querySelectorAll({json.dumps(selector)})]"
+            ".find(e => e.offsetParent !== null); const r = e.getBoundingClientRect();"
+            " return [r.left, r.top, r.width, r.height]; })()"
+        )
+        x, y = box[0] + fx * box[2], box[1] + fy * box[3]
+        for kind in ("mousePressed", "mouseReleased"):
+            self.call("Input.dispatchMouseEvent", type=kind, x=x, y=y, button="left", clickCount=1)
 
     def screenshot(self, path: str | Path) -> Path:
         data = self.call("Page.captureScreenshot", format="png", captureBeyondViewport=True)["data"]

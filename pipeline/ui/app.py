@@ -79,11 +79,25 @@ def build_app(folders: Folders) -> gr.Blocks:
         sheet, summary = jobs.run_prepare(folders, video, identity or "", progress=True)
         return (str(sheet) if sheet else None), summary, jobs.list_identities(folders)
 
+    def identity_names(chosen=None):
+        names = [row[0] for row in jobs.list_identities(folders)]
+        return gr.Dropdown(choices=names, value=chosen if chosen in names else None)
+
+    @_clear_errors
+    def train_motion(identity, progress=TRACKED):
+        progress(0, desc="training the motion model")
+        return jobs.run_train_motion(folders, identity or "", progress=True), jobs.list_identities(folders)
+
+    @_clear_errors
+    def render(identity, audio, renderer, progress=TRACKED):
+        progress(0, desc="rendering")
+        return str(jobs.run_render(folders, identity or "", audio, renderer, progress=True))
+
     @_clear_errors
     def batch(manifest, progress=TRACKED):
         progress(0, desc="running the manifest's jobs")
-        table, csv, summary = jobs.run_batch_job(folders, manifest)
-        return table, (str(csv) if csv else None), summary
+        table, csv, videos, summary = jobs.run_batch_job(folders, manifest)
+        return table, (str(csv) if csv else None), [str(v) for v in videos] or None, summary
 
     with gr.Blocks(title="talking-portrait") as demo:
         gr.Markdown("# talking-portrait\nA talking video from a photo or a video and a speech recording.")
@@ -158,10 +172,34 @@ def build_app(folders: Folders) -> gr.Blocks:
                     i_run = gr.Button("Prepare", variant="primary")
                     i_summary = gr.Markdown()
                 i_sheet = gr.Image(label="Report: contact sheet", interactive=False)
-            i_run.click(prepare, [i_video, i_name], [i_sheet, i_summary, i_table], api_name="prepare")
+            gr.Markdown(
+                "### A prepared identity: its own motion model, and new speech with a trained renderer"
+            )
+            with gr.Row():
+                with gr.Column():
+                    i_pick = gr.Dropdown(
+                        choices=[row[0] for row in jobs.list_identities(folders)],
+                        label="Identity",
+                        allow_custom_value=False,
+                    )
+                    i_train = gr.Button("Train the motion model (about a minute on a CPU)")
+                    i_train_out = gr.Markdown()
+                    i_audio = gr.Audio(
+                        label="New speech (upload or record)",
+                        sources=["upload", "microphone"],
+                        type="filepath",
+                    )
+                    i_renderer = gr.Radio(["nerf", "diffusion"], value="nerf", label="Trained renderer")
+                    i_render = gr.Button("Render the speech", variant="primary")
+                i_video_out = gr.Video(label="Rendered", interactive=False)
+            i_run.click(prepare, [i_video, i_name], [i_sheet, i_summary, i_table], api_name="prepare").then(
+                identity_names, i_name, i_pick
+            )
+            i_train.click(train_motion, i_pick, [i_train_out, i_table], api_name="train_motion")
+            i_render.click(render, [i_pick, i_audio, i_renderer], i_video_out, api_name="render")
         with gr.Tab(TAB_NAMES[3]):
             gr.Markdown(
-                "A manifest (csv, tsv, jsonl or yaml) of dub, generate and render jobs; see the README's "
+                "A manifest (csv or jsonl) of dub, generate and render jobs; see the README's "
                 "batch section. Give absolute paths in it: the uploaded file is not beside your inputs."
             )
             b_manifest = gr.File(label="Manifest", file_types=list(jobs.MANIFEST_TYPES), type="filepath")
@@ -170,8 +208,12 @@ def build_app(folders: Folders) -> gr.Blocks:
             b_table = gr.Dataframe(
                 headers=["line", "kind", "out", "state", "seconds", "error"], interactive=False
             )
-            b_report = gr.File(label="report.csv", interactive=False)
-            b_run.click(batch, b_manifest, [b_table, b_report, b_summary], api_name="batch")
+            with gr.Row():
+                b_report = gr.File(label="report.csv", interactive=False)
+                b_videos = gr.File(label="Videos made", file_count="multiple", interactive=False)
+            b_run.click(batch, b_manifest, [b_table, b_report, b_videos, b_summary], api_name="batch")
+        # what lists the workspace's identities is read again on each visit (the page survives a reload)
+        demo.load(identity_names, None, i_pick)
     demo.queue(default_concurrency_limit=1)
     return demo
 

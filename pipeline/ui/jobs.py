@@ -20,7 +20,7 @@ from common.errors import InputError
 IMAGE_TYPES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 AUDIO_TYPES = (".wav", ".flac", ".mp3", ".m4a", ".ogg", ".opus", ".aac", ".webm", ".mp4")
 VIDEO_TYPES = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v")
-MANIFEST_TYPES = (".csv", ".tsv", ".jsonl", ".yaml", ".yml")
+MANIFEST_TYPES = (".csv", ".jsonl", ".ndjson")
 
 
 @dataclass(frozen=True)
@@ -170,8 +170,39 @@ def run_prepare(
     return shown, f"prepared identity {identity} in {ws.path}"
 
 
-def run_batch_job(folders: Folders, manifest: str | None) -> tuple[list[list[str]], Path | None, str]:
-    """Run a batch manifest: the job table, the report.csv and the log lines."""
+def run_train_motion(folders: Folders, identity: str, progress: bool = False) -> str:
+    """Train (or go on training) the identity's own motion model; its held-out figures as one line."""
+    from pipeline.motion_training import train_motion_model
+    from pipeline.workspace import Workspace, identity_dir
+
+    if not identity:
+        raise InputError("no identity was chosen", "prepare one, or pick one from the list")
+    ws = Workspace.open(identity_dir(identity, folders.identities))
+    figures = train_motion_model(ws, ws.motion_model_dir, progress=progress)
+    return (
+        f"trained the motion model of {identity} in {figures['seconds']:.1f} s; held-out mouth-opening "
+        f"correlation {figures['heldout_opening_r']:.2f} (generic: {figures['generic_opening_r']:.2f})"
+    )
+
+
+def run_render(
+    folders: Folders, identity: str, audio: str | None, renderer: str = "nerf", progress: bool = False
+) -> Path:
+    """A trained identity saying ``audio`` (``talking-portrait render``)."""
+    from pipeline.identity_render import IdentityRenderConfig, render_identity
+
+    if not identity:
+        raise InputError("no identity was chosen", "prepare one, or pick one from the list")
+    audio = need(audio, "speech recording")
+    out = folders.new_job("render") / f"{identity}.mp4"
+    config = IdentityRenderConfig(renderer=renderer)
+    return render_identity(identity, audio, out, folders.identities, config, progress=progress)
+
+
+def run_batch_job(
+    folders: Folders, manifest: str | None
+) -> tuple[list[list[str]], Path | None, list[Path], str]:
+    """Run a batch manifest: the job table, the report.csv, the videos made and the summary lines."""
     from pipeline.batch.runner import run_batch
 
     manifest = need(manifest, "manifest")
@@ -180,7 +211,14 @@ def run_batch_job(folders: Folders, manifest: str | None) -> tuple[list[list[str
     result = run_batch(
         manifest, root, workers=1, workspace=folders.identities, progress=False, echo=lines.append
     )
-    keys = ("line", "kind", "out", "state", "seconds", "error")
-    table = [[str(job.get(k, "") if job.get(k) is not None else "") for k in keys] for job in result.jobs]
+    table = []
+    for job in result.jobs:
+        seconds = job.get("seconds")
+        shown = {**job, "seconds": f"{seconds:.1f}" if isinstance(seconds, int | float) else ""}
+        keys = ("line", "kind", "out", "state", "seconds", "error")
+        table.append(["" if shown.get(k) is None else str(shown[k]) for k in keys])
+    videos = [root / job["out"] for job in result.jobs if job.get("state") == "done" and job.get("out")]
     csv = next((p for p in result.report if p.suffix == ".csv"), None)
-    return table, csv, "\n".join(lines[:1] + lines[-1:]) if lines else ""
+    # the first lines (invalid rows, the plan) and the closing count; the table is shown on its own
+    summary = [line for line in lines if "\n" not in line]
+    return table, csv, [v for v in videos if v.is_file()], "\n".join(f"- {line}" for line in summary)
