@@ -136,3 +136,25 @@ def test_speechless_audio_shows_the_cli_message(served, tmp_path, capsys):
     with pytest.raises(Exception) as caught:
         client.predict(handle_file(str(photo)), handle_file(str(silent)), "", 256, api_name="/photo_to_video")
     assert str(caught.value) == expected
+
+
+def test_only_the_results_folder_is_served(served):
+    import urllib.error
+    import urllib.request
+
+    url, workspace = served
+    inside = workspace / "results" / "served.txt"
+    inside.write_text("a result")
+    outside = workspace / "identities.txt"
+    outside.write_text("not a result")
+
+    def status(path: Path) -> int:
+        try:
+            with urllib.request.urlopen(f"{url}gradio_api/file={path}", timeout=10) as reply:
+                return reply.status
+        except urllib.error.HTTPError as err:
+            return err.code
+
+    assert status(inside) == 200
+    assert status(outside) == 403
+    assert status(Path("/etc/passwd")) == 403
