@@ -36,7 +36,7 @@ def _clear_errors(fn):
             for arg in args:
                 if isinstance(arg, str) and len(arg) > 1 and Path(arg).is_file():
                     message = message.replace(arg, Path(arg).name)
-            raise gr.Error(message, print_exception=False) from None
+            raise gr.Error(message, duration=None, print_exception=False) from None
 
     return wrapped
 
