@@ -385,6 +385,20 @@ def _run_batch(args: argparse.Namespace) -> int:
     return result.exit_code
 
 
+def _run_ui(args: argparse.Namespace) -> int:
+    try:
+        import gradio  # noqa: F401
+    except ImportError:
+        raise UserError(
+            "the web page needs gradio, which is not installed", "install it with pip install -e .[ui]"
+        ) from None
+    from pipeline.ui.app import launch
+
+    print(f"serving the page on http://{args.host}:{args.port} (workspace {args.workspace}); Ctrl+C stops it")
+    launch(args.workspace, host=args.host, port=args.port)
+    return 0
+
+
 def _run_batch_status(args: argparse.Namespace) -> int:
     from pipeline.batch.runner import batch_status
 
@@ -825,6 +839,16 @@ def build_parser() -> argparse.ArgumentParser:
     ev.add_argument("-q", "--quiet", action="store_true", help="no progress bars")
     _add_config_args(ev)
     ev.set_defaults(func=_run_eval)
+
+    ui = sub.add_parser("ui", help="the web page (Gradio): photo -> video, dub, identities, batch")
+    ui.add_argument("--host", default="127.0.0.1", help="address to serve on (default: %(default)s)")
+    ui.add_argument("--port", type=int, default=7860, help="port (default: %(default)s)")
+    ui.add_argument(
+        "--workspace",
+        default="outputs",
+        help="folder of the page's identities/ and results/ (default: %(default)s)",
+    )
+    ui.set_defaults(func=_run_ui)
 
     insp = sub.add_parser("inspect", help="print the summary of a prepared identity")
     insp.add_argument("workspace", help="an identity's folder (or the root, with --identity)")

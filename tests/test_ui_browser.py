@@ -1,0 +1,165 @@
+"""The web page (``talking-portrait ui``) in a real browser: headless Chromium from the distribution's
+packages, driven over the DevTools protocol. Uploads go through the page's own file inputs, as a user's
+choice in the file dialog does. Skips where gradio or Chromium is absent.
+
+``TP_UI_SCREENSHOTS=DIR`` keeps the screenshots in DIR (default: the test's temporary folder).
+"""
+
+from __future__ import annotations
+
+import os
+import wave
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from tests.chromium import chromium_binary, free_port, headless_page
+
+pytestmark = pytest.mark.slow
+
+gr = pytest.importorskip("gradio")
+if chromium_binary() is None:
+    pytest.skip("chromium is not installed (apt-get install chromium)", allow_module_level=True)
+
+PHOTO_INPUT = 'input[type=file][accept*=".png"]'
+AUDIO_INPUT = 'input[type=file][accept*="audio/"]'
+# the demo speech (10.9 s) uploaded and shown in the page's player: its length is on screen
+SPEECH_LOADED = "document.body.innerText.includes('0:11')"
+PLAYABLE_VIDEO = (
+    "(() => { const v = [...document.querySelectorAll('video')].find(v => v.src);"
+    " return v && v.readyState >= 1 && isFinite(v.duration) ? v.duration : 0; })()"
+)
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    from pipeline.ui.app import launch
+
+    workspace = tmp_path_factory.mktemp("ui")
+    port = free_port()
+    demo = launch(workspace, port=port, block=False)
+    yield f"http://127.0.0.1:{port}/", workspace
+    demo.close()
+
+
+@pytest.fixture()
+def shots(tmp_path) -> Path:
+    return Path(os.environ.get("TP_UI_SCREENSHOTS", tmp_path))
+
+
+def click(page, label: str) -> None:
+    page.js(f"[...document.querySelectorAll('button')].find(b => b.innerText.trim() === {label!r}).click()")
+
+
+def open_page(page, url: str) -> None:
+    page.navigate(url, "document.body && document.body.innerText.includes('Make the video')")
+    page.wait_for(f"!!document.querySelector({PHOTO_INPUT!r})", 30)
+
+
+def cli_error(argv: list[str], capsys) -> str:
+    """The message ``talking-portrait`` prints after ``error:`` for ``argv``."""
+    from pipeline.cli import main
+
+    assert main(argv) == 2
+    err = capsys.readouterr().err
+    return next(line for line in err.splitlines() if line.startswith("error: "))[len("error: ") :]
+
+
+def test_photo_to_video_plays_in_the_browser(served, shots):
+    from pipeline.oneshot import demo_inputs
+    from pipeline.video_io import probe_video
+
+    url, workspace = served
+    photo, speech, _ = demo_inputs()
+    with headless_page() as page:
+        open_page(page, url)
+        tabs = page.js("[...document.querySelectorAll('button[role=tab]')].map(b => b.innerText.trim())")
+        assert tabs == ["Photo -> video", "Dub a video", "Identities", "Batch"]
+        page.set_files(PHOTO_INPUT, 0, photo)
+        page.set_files(AUDIO_INPUT, 0, speech)
+        page.wait_for("document.body.innerText.includes('grace_hopper.jpg')", 30)
+        page.wait_for(SPEECH_LOADED, 60)
+        click(page, "Make the video")
+        duration = page.wait_for(PLAYABLE_VIDEO, 300)
+        page.screenshot(shots / "photo_to_video.png")
+    videos = list((workspace / "results").glob("photo-*/talking.mp4"))
+    assert len(videos) == 1
+    info = probe_video(videos[0])
+    assert info.width == info.height == 512
+    assert abs(info.duration - duration) < 0.1, (info.duration, duration)
+    assert 10.0 < duration < 12.0  # the demo speech lasts about 10.9 s
+    assert "renderer: warp" in (videos[0].with_name("talking.config.yaml")).read_text()
+
+
+def test_non_image_upload_shows_the_cli_message(served, shots, tmp_path, capsys):
+    from pipeline.oneshot import demo_inputs
+
+    url, _ = served
+    _, speech, _ = demo_inputs()
+    fake = tmp_path / "notes.png"
+    fake.write_text("this is not an image")
+    expected = cli_error(
+        ["generate", "--image", str(fake), "--audio", str(speech), "--out", str(tmp_path / "o.mp4")], capsys
+    ).replace(str(fake), fake.name)
+    assert "not an image" in expected
+    with headless_page() as page:
+        open_page(page, url)
+        page.set_files(PHOTO_INPUT, 0, fake)
+        page.set_files(AUDIO_INPUT, 0, speech)
+        page.wait_for("document.body.innerText.includes('notes.png')", 30)
+        page.wait_for(SPEECH_LOADED, 60)
+        click(page, "Make the video")
+        try:
+            page.wait_for(f"document.body.innerText.includes({expected!r})", 120)
+        finally:
+            text = page.js("document.body.innerText")
+            page.screenshot(shots / "photo_error.png")
+        assert expected in text, text
+    assert "Traceback" not in text
+
+
+def test_speechless_audio_shows_the_cli_message(served, tmp_path, capsys):
+    """Through the page's API (the same queue and handler the button uses)."""
+    from gradio_client import Client, handle_file
+
+    from pipeline.oneshot import demo_inputs
+
+    url, _ = served
+    photo, _, _ = demo_inputs()
+    silent = tmp_path / "silent.wav"
+    with wave.open(str(silent), "wb") as w:
+        w.setnchannels(1)
+        w.setsampwidth(2)
+        w.setframerate(16000)
+        w.writeframes(np.zeros(32000, "<i2").tobytes())
+    expected = cli_error(
+        ["generate", "--image", str(photo), "--audio", str(silent), "--out", str(tmp_path / "o.mp4")], capsys
+    )
+    expected = expected.replace(str(silent), silent.name)
+    client = Client(url, verbose=False)
+    with pytest.raises(Exception) as caught:
+        client.predict(handle_file(str(photo)), handle_file(str(silent)), "", 256, api_name="/photo_to_video")
+    assert str(caught.value) == expected
+
+
+def test_only_the_results_folder_is_served(served):
+    import urllib.error
+    import urllib.request
+
+    url, workspace = served
+    inside = workspace / "results" / "served.txt"
+    inside.write_text("a result")
+    outside = workspace / "identities.txt"
+    outside.write_text("not a result")
+
+    def status(path: Path) -> int:
+        try:
+            with urllib.request.urlopen(f"{url}gradio_api/file={path}", timeout=10) as reply:
+                return reply.status
+        except urllib.error.HTTPError as err:
+            return err.code
+
+    assert status(inside) == 200
+    assert status(outside) == 403
+    assert status(Path("/etc/passwd")) == 403
