@@ -17,7 +17,8 @@ _CENTRE = len(tp.LIPS_UPPER_INNER) // 2
 MOUTH_GAP_PAIRS = tuple(zip(tp.LIPS_UPPER_INNER, tp.LIPS_LOWER_INNER, strict=True))[_CENTRE - 1 : _CENTRE + 2]
 
 
-def _xy(landmarks) -> np.ndarray:
+def image_points(landmarks) -> np.ndarray:
+    """float64 [..., 478, 2]: the image-plane coordinates (x, y) of landmarks [..., 478, >=2], checked."""
     arr = np.asarray(landmarks, np.float64)
     if arr.ndim < 2 or arr.shape[-2] != tp.NUM_POINTS or arr.shape[-1] < 2:
         raise ValueError(f"expected landmarks [..., {tp.NUM_POINTS}, >=2], got shape {arr.shape}")
@@ -31,7 +32,7 @@ def mouth_opening(landmarks) -> np.ndarray:
     :data:`MOUTH_GAP_PAIRS`) divided by the mouth width (outer corner to outer corner), in the image plane:
     scale- and translation-free. About 0 for closed lips; nan where the width is 0 or a point is missing.
     """
-    xy = _xy(landmarks)
+    xy = image_points(landmarks)
     upper = xy[..., [u for u, _ in MOUTH_GAP_PAIRS], :]
     lower = xy[..., [lo for _, lo in MOUTH_GAP_PAIRS], :]
     gap = np.linalg.norm(upper - lower, axis=-1).mean(-1)
@@ -69,4 +70,4 @@ def resting_mouth(expression: np.ndarray, opening: np.ndarray, share: float = 0.
     return np.median(expression[closed], 0).astype(np.float32)
 
 
-__all__ = ["MOUTH_GAP_PAIRS", "model_mouth_opening", "mouth_opening", "resting_mouth"]
+__all__ = ["MOUTH_GAP_PAIRS", "image_points", "model_mouth_opening", "mouth_opening", "resting_mouth"]

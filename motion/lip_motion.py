@@ -180,20 +180,37 @@ class LipMotionModel:
         self.scale = np.asarray(scale, np.float32)
         self.extent = np.ones_like(self.rest) if extent is None else np.asarray(extent, np.float32)
 
-    def coefficients(self, x: torch.Tensor) -> torch.Tensor:
-        """x [B, C, M] -> absolute mouth coefficients [B, len(MOUTH_NAMES), M]."""
-        rest = torch.as_tensor(self.rest)[None, :, None]
-        scale = torch.as_tensor(self.scale)[None, :, None]
+    def coefficients(
+        self, x: torch.Tensor, units: tuple[np.ndarray, np.ndarray] | None = None
+    ) -> torch.Tensor:
+        """x [B, C, M] -> absolute mouth coefficients [B, len(MOUTH_NAMES), M], in ``units`` (a person's
+        resting mouth and spread; default the model's own)."""
+        rest, scale = units if units is not None else (self.rest, self.scale)
+        rest = torch.as_tensor(np.asarray(rest, np.float32))[None, :, None]
+        scale = torch.as_tensor(np.asarray(scale, np.float32))[None, :, None]
         return rest + scale * self.net(x)
 
     @torch.no_grad()
-    def mouth(self, features: SpeechFeatures, generic_mouth: np.ndarray) -> np.ndarray:
-        """float32 [T, len(MOUTH_NAMES)]: the person's absolute mouth coefficients at each video frame."""
+    def at_frames(
+        self,
+        inputs: np.ndarray,
+        fps: float,
+        num_frames: int,
+        units: tuple[np.ndarray, np.ndarray] | None = None,
+    ) -> np.ndarray:
+        """float [T, len(MOUTH_NAMES)]: the network's absolute mouth coefficients for ``inputs`` [C, M]
+        (:func:`speech_inputs`) read at each of ``num_frames`` video frames' centres (no dropout)."""
+        training = self.net.training
         self.net.eval()
-        x = torch.from_numpy(speech_inputs(features, generic_mouth))[None]
-        out = self.coefficients(x)[0]
-        positions = torch.from_numpy(frame_positions(features.num_frames, features.fps))
-        mouth = read_at(out, positions).T.numpy()
+        out = self.coefficients(torch.from_numpy(inputs)[None], units)[0]
+        self.net.train(training)
+        return read_at(out, torch.from_numpy(frame_positions(num_frames, fps))).T.numpy()
+
+    def mouth(self, features: SpeechFeatures, generic_mouth: np.ndarray) -> np.ndarray:
+        """float32 [T, len(MOUTH_NAMES)]: the person's absolute mouth coefficients at each video frame, taken
+        ``extent`` times further from rest than the network predicts."""
+        inputs = speech_inputs(features, generic_mouth)
+        mouth = self.at_frames(inputs, features.fps, features.num_frames)
         return (self.rest + self.extent * (mouth - self.rest)).astype(np.float32)
 
     def predict(self, features: SpeechFeatures, generic: MotionSequence) -> MotionSequence:

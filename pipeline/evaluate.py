@@ -33,14 +33,14 @@ from common.config import save_config
 from common.errors import InputError
 from common.files import atomic_path, write_json, write_png
 from motion.audio import Audio, load_audio
-from motion.audio2motion import Audio2MotionConfig
+from motion.audio2motion import Audio2MotionConfig, audio_to_motion
 from motion.lip_measures import mouth_opening
 from motion.sequence import MotionSequence
 from motion.tracker import track_frames
 from pipeline import metrics
 from pipeline.compositor import FootageCompositor
 from pipeline.drive import composed, retarget
-from pipeline.speech_motion import chosen_model, speech_motion
+from pipeline.speech_motion import compared_models, speech_motion
 from pipeline.video_io import VideoWriter
 from pipeline.workspace import Workspace, identity_dir
 from renderers import image_quality
@@ -231,13 +231,14 @@ def evaluate_identity(
         "real footage": mouth_opening(real_lm),
         "reenacted (tracked motion)": mouth_opening(reenacted_lm),
     }
-    first = chosen_model(model_ws, config.motion.model)
+    models = compared_models(model_ws, config.motion.model)
+    first = models[0]
+    generic = audio_to_motion(speech, target.fps, len(frames), config=config.motion)  # each model's prior
     spoken_by: dict[str, list[np.ndarray]] = {}
     by_model: dict[str, dict[str, float]] = {}
-    for model in [first] + (["generic"] if first == "identity" else []):
-        motion = speech_motion(
-            speech, target.fps, len(frames), model_ws, dataclasses.replace(config.motion, model=model)
-        )
+    for model in models:
+        only = dataclasses.replace(config.motion, model=model)
+        motion = speech_motion(speech, target.fps, len(frames), model_ws, only, generic=generic)
         driven = retarget(
             motion.motion, fit, frames, trained=trained, match_identity_range=model == "generic"
         )

@@ -27,7 +27,6 @@ import numpy as np
 from common.config import save_config
 from common.errors import InputError
 from common.files import write_json
-from motion import topology as tp
 from motion.audio import Audio, load_audio
 from motion.audio2motion import Audio2MotionConfig
 from motion.lip_measures import mouth_opening
@@ -36,7 +35,7 @@ from pipeline.dub import DubConfig, dub
 from pipeline.evaluate import held_out_frames, plot_mouth, sheet, write_side_by_side
 from pipeline.face_follow import follow_face
 from pipeline.prepare import write_wav
-from pipeline.speech_motion import chosen_model
+from pipeline.speech_motion import compared_models
 from pipeline.timeline import read_span
 from pipeline.video_io import first_frame_offset, probe_video, read_video_frames
 from pipeline.workspace import Workspace, identity_dir
@@ -87,8 +86,8 @@ def evaluate_dub(
     segment = Audio(speech.samples[round(start * speech.rate) : round(stop * speech.rate)], speech.rate)
     speech_path = report_dir / "speech.wav"
     write_wav(speech_path, segment)
-    first_model = chosen_model(model_ws, motion_model)
-    models = [first_model] + (["generic"] if first_model == "identity" else [])
+    models = compared_models(model_ws, motion_model)
+    first_model = models[0]
     configs, results, dubbed_by = {}, {}, {}
     for model in models:
         configs[model] = DubConfig(
@@ -117,8 +116,7 @@ def evaluate_dub(
     real_track = follow_face(real)
     size = real[0].shape[:2]
     box = metrics.mouth_box(real_track.points[real_track.found], (size[1], size[0]))
-    face_height = np.nanmedian(np.ptp(real_track.points[real_track.found][:, list(tp.FACE_OVAL), 1], axis=1))
-    scale = METRIC_FACE / face_height
+    scale = METRIC_FACE / metrics.face_height(real_track.points[real_track.found])
     real_opening = mouth_opening(np.where(real_track.found[:, None, None], real_track.points, np.nan))
     opening = {"real footage": real_opening}
     by_model = {}

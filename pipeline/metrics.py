@@ -14,6 +14,7 @@ import numpy as np
 import torch
 
 from motion import topology as tp
+from motion.lip_measures import image_points
 
 # Outer and inner lip contours, each point once (the contours share their corners).
 MOUTH_POINTS = tuple(
@@ -91,11 +92,12 @@ def temporal_error(fake, real, boxes) -> float:
 # ------------------------------------------------------------------------------------------------------------
 
 
-def _xy(landmarks) -> np.ndarray:
-    arr = np.asarray(landmarks, np.float64)
-    if arr.ndim < 2 or arr.shape[-2] != tp.NUM_POINTS or arr.shape[-1] < 2:
-        raise ValueError(f"expected landmarks [..., {tp.NUM_POINTS}, >=2], got shape {arr.shape}")
-    return arr[..., :2]
+def face_height(landmarks) -> float:
+    """The face's height in pixels over frames of landmarks [T, 478, >=2]: the median over frames of the
+    face oval's vertical extent (frames with a missing point are skipped). Landmark distances are scaled by it
+    to compare faces filmed at different sizes."""
+    ys = image_points(landmarks)[..., list(tp.FACE_OVAL), 1]
+    return float(np.nanmedian(np.ptp(ys, axis=-1)))
 
 
 def mouth_landmark_distance(pred, real, align: bool = True) -> float:
@@ -108,7 +110,7 @@ def mouth_landmark_distance(pred, real, align: bool = True) -> float:
     averaged over the points of a frame and then over the frames. Frames with a non-finite coordinate in
     either set are skipped; nan when none is left.
     """
-    p, r = _xy(pred), _xy(real)
+    p, r = image_points(pred), image_points(real)
     if p.shape != r.shape:
         raise ValueError(f"landmark shapes differ: {p.shape} vs {r.shape}")
     p = p[..., MOUTH_POINTS, :].reshape(-1, len(MOUTH_POINTS), 2)

@@ -249,16 +249,8 @@ def heldout_figures(
     frames (nan without any). ``units``: the person's resting mouth and spread (default: the model's)."""
     if not data.heldout.any():
         return {"heldout_opening_r": math.nan, "generic_opening_r": math.nan}
-    rest, spread = units if units is not None else (model.rest, model.scale)
-    model.net.eval()
-    with torch.no_grad():
-        raw = model.net(torch.from_numpy(data.inputs)[None])[0]
-        out = (
-            torch.from_numpy(rest.astype(np.float32))[:, None]
-            + torch.from_numpy(spread.astype(np.float32))[:, None] * raw
-        )
-        mouth = read_at(out, torch.from_numpy(frame_positions(len(data.targets), data.fps))).T.numpy()
-    model.net.train()
+    rest = units[0] if units is not None else model.rest
+    mouth = model.at_frames(data.inputs, data.fps, len(data.targets), units)
     keep = data.heldout
 
     def opening(mouth: np.ndarray) -> np.ndarray:
@@ -396,11 +388,7 @@ def movement_extent(
 ) -> np.ndarray:
     """float32 [len(MOUTH_NAMES)]: per coefficient, how much more the person's mouth moved than the model's
     prediction on the training frames (spread over spread, within ``limits``)."""
-    model.net.eval()
-    with torch.no_grad():
-        out = model.coefficients(torch.from_numpy(data.inputs)[None])[0]
-        predicted = read_at(out, torch.from_numpy(frame_positions(len(data.targets), data.fps))).T.numpy()
-    model.net.train()
+    predicted = model.at_frames(data.inputs, data.fps, len(data.targets))
     keep = data.train
     ratio = data.targets[keep].std(0) / np.maximum(predicted[keep].std(0), 1e-6)
     return np.clip(ratio, *limits).astype(np.float32)

@@ -67,6 +67,13 @@ def chosen_model(ws: Workspace | None, which: str) -> str:
     return "generic"
 
 
+def compared_models(ws: Workspace | None, which: str) -> list[str]:
+    """The models an evaluation measures, side by side: the one ``which`` picks (:func:`chosen_model`) and,
+    when that is the identity's own, the generic stage after it."""
+    first = chosen_model(ws, which)
+    return [first, "generic"] if first == "identity" else [first]
+
+
 def speech_motion(
     speech: Audio,
     fps: float,
@@ -92,4 +99,4 @@ def speech_motion(
     return SpeechMotion(lips.predict(features, generic), "identity")
 
 
-__all__ = ["MODELS", "MotionConfig", "SpeechMotion", "chosen_model", "speech_motion"]
+__all__ = ["MODELS", "MotionConfig", "SpeechMotion", "chosen_model", "compared_models", "speech_motion"]

@@ -19,7 +19,6 @@ import cv2
 import numpy as np
 
 from common.files import write_json, write_png
-from motion import topology as tp
 from motion.lip_measures import mouth_opening
 from motion.tracker import track_frames
 from pipeline import metrics
@@ -34,8 +33,7 @@ DEFAULT_CLIPS = ("talk_andrew_b.mp4", "talk_may_5s.mp4")
 
 def _scaled(points: np.ndarray) -> np.ndarray:
     """Landmarks scaled so the face (its oval's height, median over the clip) is the metric size."""
-    height = np.nanmedian(np.ptp(points[:, list(tp.FACE_OVAL), 1], axis=1))
-    return points[..., :2] * (METRIC_FACE / height)
+    return points[..., :2] * (METRIC_FACE / metrics.face_height(points))
 
 
 def measure_clip(video: Path, out: Path, config: GenerateConfig, max_seconds: float) -> dict:
