@@ -76,9 +76,9 @@ def test_photo_to_video_plays_in_the_browser(served, shots):
         open_page(page, url)
         tabs = page.js("[...document.querySelectorAll('button[role=tab]')].map(b => b.innerText.trim())")
         assert tabs == ["Photo -> video", "Dub a video", "Identities", "Batch"]
-        page.set_files(PHOTO_INPUT, 0, photo)
-        page.set_files(AUDIO_INPUT, 0, speech)
+        page.set_files(PHOTO_INPUT, 0, photo)  # one upload shown before the next starts
         page.wait_for("document.body.innerText.includes('grace_hopper.jpg')", 30)
+        page.set_files(AUDIO_INPUT, 0, speech)
         page.wait_for(SPEECH_LOADED, 60)
         click(page, "Make the video")
         duration = page.wait_for(PLAYABLE_VIDEO, 300)
@@ -105,9 +105,9 @@ def test_non_image_upload_shows_the_cli_message(served, shots, tmp_path, capsys)
     assert "not an image" in expected
     with headless_page() as page:
         open_page(page, url)
-        page.set_files(PHOTO_INPUT, 0, fake)
-        page.set_files(AUDIO_INPUT, 0, speech)
+        page.set_files(PHOTO_INPUT, 0, fake)  # one upload shown before the next starts
         page.wait_for("document.body.innerText.includes('notes.png')", 30)
+        page.set_files(AUDIO_INPUT, 0, speech)
         page.wait_for(SPEECH_LOADED, 60)
         click(page, "Make the video")
         try:
