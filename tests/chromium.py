@@ -10,6 +10,7 @@ import contextlib
 import json
 import os
 import shutil
+import signal
 import socket
 import struct
 import subprocess
@@ -174,7 +175,9 @@ def headless_page(width: int = 1280, height: int = 1400) -> Iterator[Page]:
     if binary is None:
         raise FileNotFoundError("chromium is not installed")
     port = free_port()
-    with tempfile.TemporaryDirectory(prefix="chromium-profile-") as profile:
+    # the profile outlives a child process that is still flushing into it only if that child is not ended
+    # with the browser (its whole process group is, below); a straggler's file must not fail the test
+    with tempfile.TemporaryDirectory(prefix="chromium-profile-", ignore_cleanup_errors=True) as profile:
         process = subprocess.Popen(
             [
                 binary,
@@ -192,6 +195,7 @@ def headless_page(width: int = 1280, height: int = 1400) -> Iterator[Page]:
             ],
             stdout=subprocess.DEVNULL,
             stderr=subprocess.DEVNULL,
+            start_new_session=True,  # its own process group: the browser and all its children end together
         )
         ws = None
         try:
@@ -222,3 +226,5 @@ def headless_page(width: int = 1280, height: int = 1400) -> Iterator[Page]:
             except subprocess.TimeoutExpired:
                 process.kill()
                 process.wait()
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, signal.SIGKILL)  # children left behind by the browser
