@@ -29,6 +29,7 @@ import numpy as np
 from scipy import ndimage
 
 from common.errors import InputError
+from common.progress import bar as progress_bar
 from motion.audio import Audio
 from motion.audio_features import (
     AudioFeatures,
@@ -309,8 +310,6 @@ def audio_to_motion(
         MotionSequence with ``expression`` float32 [T, E] over ``EXPRESSION_NAMES`` (mouth coefficients in
         [0, 1], blinks in [0, 1], brow_up >= 0) and ``pose`` float32 [T, 6].
     """
-    from tqdm.auto import tqdm
-
     config = config or Audio2MotionConfig()
     if not fps > 0:
         raise ValueError(f"fps must be positive, got {fps}")
@@ -318,7 +317,7 @@ def audio_to_motion(
         num_frames = round(audio.duration * fps)
     rng = np.random.default_rng(config.seed)
 
-    with tqdm(total=4, desc="audio to motion", disable=not progress, leave=False) as bar:
+    with progress_bar(total=4, desc="audio to motion", enabled=progress) as bar:
         bar.set_postfix_str("loudness and voice activity")
         features = analyse_speech(audio, config)
         bar.update()

@@ -22,6 +22,7 @@ from typing import NamedTuple
 
 import numpy as np
 
+from common.progress import bar as progress_bar
 from motion.audio import Audio
 
 # The 39 ARPAbet phones of CMUdict, plus silence.
@@ -143,12 +144,10 @@ def recognize_phones(
             per utterance skips the silences and normalises the cepstra per utterance.
         progress: show a progress bar over the spans.
     """
-    from tqdm.auto import tqdm
-
     samples = Audio(audio.samples, audio.rate)
     spans = [(0.0, audio.duration)] if spans is None else spans
     raw: list[tuple[str, float, float]] = []
-    for start, end in tqdm(spans, desc="phonemes", unit="utt", disable=not progress, leave=False):
+    for start, end in progress_bar(spans, desc="phonemes", unit="utt", enabled=progress):
         lo, hi = round(start * audio.rate), round(end * audio.rate)
         pcm = pcm16(Audio(samples.samples[lo:hi], audio.rate))
         raw.append((SILENCE, raw[-1][2] if raw else 0.0, start))

@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -28,6 +27,8 @@ from threadpoolctl import threadpool_limits
 
 from common.config import save_config
 from common.errors import InputError, NoFaceError
+from common.progress import Stages
+from common.progress import bar as progress_bar
 from motion import topology as tp
 from motion.audio import load_audio
 from motion.audio2motion import Audio2MotionConfig, audio_to_motion, require_speech
@@ -332,14 +333,8 @@ def dub(
     renderer = resolve_renderer(config.renderer)
     check_range(config.max_turn_degrees, "--set max_turn_degrees", 0, 90)
     check_range(config.crf, "--set crf", 0, 51)
-    timings: dict[str, float] = {}
-    clock = time.perf_counter()
-
-    def lap(name: str) -> None:
-        nonlocal clock
-        now = time.perf_counter()
-        timings[name] = round(now - clock, 3)
-        clock = now
+    stages = Stages()
+    stages.start("load")
 
     out = check_output_path(out, ".mp4")
     info = check_source(video)
@@ -347,7 +342,7 @@ def dub(
     point = parse_point(config.face)
     speech = load_audio(audio, max_seconds=config.max_seconds)
     require_speech(speech, str(audio), config.motion)
-    lap("load")
+    stages.start("track")
 
     fps = info.fps
     length = max(1, round(speech.duration * fps))
@@ -367,7 +362,7 @@ def dub(
         track = follow_face(read_span(video, fps, first, shown, offset), point, config.follow)
         source = fit_source(track, config.max_turn_degrees)
         source.offset, source.first = offset, first
-        lap("track")
+        stages.start("motion")
         motion = generic_motion.result()
 
     frames = timeline(len(track), length, config.timeline)
@@ -391,17 +386,18 @@ def dub(
     spoken = speech_motion(speech, fps, length, speaker, config.motion, transcript, generic=motion)
     scale = config.match_identity_range and not spoken.in_person_scale
     target = mouth_expression(spoken.motion.with_names(names).expression, names, source, frames, scale)
-    lap("motion")
 
     if renderer == "warp":
+        stages.start("render")
         writer_frames = _warped_frames(video, fps, frames, source, target, strength, config)
     else:
+        stages.start("prepare and train")
         model_dir = (
             trained_renderer(ws, renderer, config.preset, config.train_seconds, progress)
             if config.train
             else ws.trained_renderer_dir(renderer)
         )
-        lap("prepare and train")
+        stages.start("render")
         writer_frames = trained_frames(
             video, fps, frames, source, target, strength, ws=ws, model_dir=model_dir, speech=spoken.motion,
             lower_face=config.lower_face, match_identity_range=scale, resolution=config.resolution,
@@ -410,14 +406,9 @@ def dub(
     with VideoWriter(
         out, fps, (width, height), audio=speech, crf=config.crf, color_range=info.color_range
     ) as writer:
-        iterator = writer_frames
-        if progress:
-            from tqdm import tqdm
-
-            iterator = tqdm(writer_frames, total=length, desc="dub", unit="frame")
-        for frame in iterator:
+        for frame in progress_bar(writer_frames, total=length, desc="dub", unit="frame", enabled=progress):
             writer.write(frame)
-    lap("render")
+    timings = {name: round(seconds, 3) for name, seconds in stages.end().items()}
 
     config_path = out.with_name(out.stem + ".config.yaml")
     save_config(config, config_path)

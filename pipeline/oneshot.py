@@ -9,12 +9,12 @@ from __future__ import annotations
 
 import logging
 import os
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
 
 from common.config import save_config
 from common.errors import InputError
+from common.progress import Stages
 from motion.audio import load_audio
 from motion.audio2motion import Audio2MotionConfig, audio_to_motion, require_speech
 from motion.face_model import FaceModel
@@ -96,27 +96,21 @@ def generate(
     check_range(config.max_seconds, "--set max_seconds", 0.1, 24 * 3600)
     check_writes_spare_reads([image, audio, motion], output_paths(out, save_motion=save_motion))
     given = _motion_file(motion) if motion is not None else None
-    timings: dict[str, float] = {}
-    clock = time.perf_counter()
-
-    def lap(name: str) -> None:
-        nonlocal clock
-        now = time.perf_counter()
-        timings[name] = now - clock
-        clock = now
+    stages = Stages()
+    stages.start("load")
 
     out = check_output_path(out, ".mp4")
     speech = load_audio(audio, max_seconds=config.max_seconds)
     require_speech(speech, str(audio), config.motion)
     photo = load_image(image)
-    lap("load")
+    stages.start("track")
 
     tracker = make_tracker(config.tracker)
     face = track_portrait(photo, tracker, source=str(image))
     framed = frame_square(photo, face, config.size, config.zoom)
     face = track_portrait(framed, tracker, source=f"{image} (framed)")
     fit = FaceModel().fit(face)
-    lap("track")
+    stages.start("motion")
 
     if given is None:
         motion = audio_to_motion(
@@ -126,18 +120,18 @@ def generate(
         motion = given
         _check_motion_length(motion, speech.duration, str(audio))
         config.fps = motion.fps
-    lap("motion")
+    stages.start("prepare")
 
     build = registry.entry(config.renderer).portrait_builder()
     renderer = build(framed, fit, getattr(config, config.renderer, None), config.checkpoint)
     compositor = Compositor(framed)
-    lap("prepare")
+    stages.start("render")
 
     frames = renderer.render(motion, progress=progress)
     with VideoWriter(out, config.fps, (config.size, config.size), audio=speech, crf=config.crf) as writer:
         for head in frames:
             writer.write(compositor.compose(head))
-    lap("render")
+    timings = stages.end()
 
     _, config_path, motion_path = output_paths(out, save_motion=True)
     save_config(config, config_path)

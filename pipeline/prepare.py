@@ -40,6 +40,8 @@ import numpy as np
 from common.config import save_config, to_dict
 from common.errors import InputError, NoFaceError
 from common.files import atomic_path, write_png
+from common.progress import Stages
+from common.progress import bar as progress_bar
 from motion.audio import SAMPLE_RATE, Audio, load_audio
 from motion.clip_fit import ClipFitConfig, fit_clip
 from motion.tracker import FaceLandmarks, MediapipeTracker
@@ -188,8 +190,10 @@ class Preparer:
     def run(self) -> Workspace:
         self._audio_job = self._start_audio_job()
         preload: threading.Thread | None = None
+        stages = Stages()
         try:
             for step in STEPS:
+                stages.start(step)
                 if step == "frames" and not all(self.ws.step_done(s) for s in ("tracking", "report")):
                     # the modules of the later steps load while the frames are tracked (an import holds
                     # the GIL; the face mesh, the segmenter and ffmpeg leave it free most of the time)
@@ -201,6 +205,7 @@ class Preparer:
                     preload.join()
                 self._timed(step, getattr(self, f"_step_{step}"))
         finally:
+            stages.end()
             if self._audio_job is not None:
                 self._audio_job.close()
         return self.ws
@@ -369,7 +374,9 @@ class Preparer:
             decoded.close()
             raise
         builder = MaskBuilder(cfg.size)
-        bar = _progress_bar(self.progress, expected, start, "frames")
+        bar = progress_bar(
+            total=expected or None, initial=start, desc="tracking frames", unit="frame", enabled=self.progress
+        )
         chunk_index = first
         pending: deque[Future[tuple[bytes, bytes]]] = deque()  # frames whose JPEG and masks are being made
         jpegs: list[bytes] = []
@@ -436,8 +443,7 @@ class Preparer:
                 found.append(face is not None)
                 faces_seen.append(len(faces))
                 collect(_FRAMES_IN_WORK)
-                if bar is not None:
-                    bar.update(1)
+                bar.update(1)
                 if len(marks) == cfg.chunk_size:
                     flush()
                     if only_one:
@@ -452,8 +458,7 @@ class Preparer:
             side_pool.shutdown()
             tracker.close()
             segmenter.close()
-            if bar is not None:
-                bar.close()
+            bar.close()
         if chunk_index == first:
             raise InputError(f"no frames could be decoded from {self.video}", "check that the video plays")
 
@@ -642,14 +647,6 @@ def frame_filters(info: dict[str, Any], size: int, fps: float, start: int = 0) -
         parts.append(f"pad={side}:{side}:(ow-iw)/2:(oh-ih)/2")
     parts += [f"crop={side}:{side}:{crop['x']}:{crop['y']}", f"scale={size}:{size}:flags={flags}"]
     return ",".join(parts)
-
-
-def _progress_bar(enabled: bool, total: int, initial: int, desc: str):
-    if not enabled:
-        return None
-    from tqdm import tqdm
-
-    return tqdm(total=total or None, initial=initial, desc=desc, unit="frame", leave=False)
 
 
 def _main_faces(samples: list[list[FaceLandmarks]], image_size: tuple[int, int]) -> list[FaceLandmarks]:

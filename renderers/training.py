@@ -22,6 +22,8 @@ import torch
 
 from common.errors import InputError, ResourceError
 from common.files import atomic_path, write_json
+from common.progress import bar as progress_bar
+from common.progress import figures as progress_figures
 from renderers.base import Renderer, load_renderer
 
 log = logging.getLogger(__name__)
@@ -309,11 +311,7 @@ def run_training(
     iterations = config.iterations
     start = int(run.resumed["step"]) if run.resumed is not None else 0
     run_log = TrainingLog(run.directory, start if start else None)
-    bar = None
-    if progress:
-        from tqdm import tqdm
-
-        bar = tqdm(total=iterations, initial=start, desc=run.title, unit="step", leave=False)
+    bar = progress_bar(total=iterations, initial=start, desc=run.title, unit="step", enabled=progress)
     t0 = time.perf_counter() - float((run.resumed or {}).get("seconds", 0.0))
     last_checkpoint = start
     try:
@@ -328,9 +326,9 @@ def run_training(
             if done % config.eval_every == 0 or last:
                 row.update(run.evaluate())
             run_log.add(row)
-            if bar is not None:
-                bar.update(1)
-                bar.set_postfix(loss=f"{row['loss']:.4f}")
+            bar.update(1)
+            bar.set_postfix(loss=f"{row['loss']:.4f}")
+            progress_figures(run.title, row)
             if done % config.checkpoint_every == 0 or last:
                 if last and run.before_final_checkpoint is not None:
                     run.before_final_checkpoint()
@@ -344,7 +342,6 @@ def run_training(
                 break
     finally:
         run_log.close()
-        if bar is not None:
-            bar.close()
+        bar.close()
     if run_log.csv.is_file():
         plot_curves(run_log.csv, run.directory / "training_curves.png", run.title)

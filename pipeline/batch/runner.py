@@ -24,6 +24,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from common.progress import bar as progress_bar
 from pipeline.batch.jobs import needs_gpu, run_job, worker_init
 from pipeline.batch.manifest import Job, Manifest, base_overrides, read_manifest
 from pipeline.batch.report import counts_line, table, write_reports
@@ -122,12 +123,10 @@ def _show(bar, done: int, failed: int, running: dict) -> None:
 
 def drive(todo: list[Job], state: BatchState, root: Path, pool, progress: bool = True) -> int:
     """Hand ``todo`` out to ``pool``, recording each job's state as it goes; returns how many ran."""
-    from tqdm import tqdm
-
     queue = deque(todo)
     running: dict[Any, Job] = {}
     tries: dict[str, int] = {}
-    bar = tqdm(total=len(todo), desc="batch", unit="job", disable=not progress)
+    bar = progress_bar(total=len(todo), desc="batch", unit="job", enabled=progress, leave=True)
     done = failed = 0
     stopped = True
     try:

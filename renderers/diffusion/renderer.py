@@ -19,6 +19,7 @@ import numpy as np
 import torch
 
 from common.errors import InputError
+from common.progress import bar as progress_bar
 from motion.blendshapes import EXPRESSION_NAMES
 from motion.sequence import POSE_RELATIVE, MotionSequence, neck_pivot, to_camera
 from renderers.base import HeadFrame, Renderer
@@ -162,11 +163,8 @@ class DiffusionRenderer(Renderer):
         box = (x0, y0, x0 + side, y0 + side)
         sequential = self.config.network.use_previous and self.config.render.previous
         step = 1 if sequential else max(1, self.config.render.batch)
-        starts = range(0, len(motion), step)
-        if progress:
-            from tqdm import tqdm
-
-            starts = tqdm(starts, desc="render", unit="batch" if step > 1 else "frame", leave=False)
+        unit = "batch" if step > 1 else "frame"
+        starts = progress_bar(range(0, len(motion), step), desc="render", unit=unit, enabled=progress)
         previous = None
         for start in starts:
             sl = slice(start, start + step)

@@ -8,6 +8,7 @@ from dataclasses import dataclass, field
 import numpy as np
 import torch
 
+from common.progress import bar as progress_bar
 from motion.blendshapes import EXPRESSION_NAMES
 from motion.sequence import MotionSequence
 from renderers.base import HeadFrame, Renderer
@@ -143,11 +144,7 @@ class NerfRenderer(Renderer):
     def render(self, motion: MotionSequence, progress: bool = False) -> Iterator[HeadFrame]:
         self.check_motion(motion)
         motion = motion.with_names(EXPRESSION_NAMES) if motion.names != EXPRESSION_NAMES else motion
-        frames = range(len(motion))
-        if progress:
-            from tqdm import tqdm
-
-            frames = tqdm(frames, desc="render", unit="frame", leave=False)
+        frames = progress_bar(range(len(motion)), desc="render", unit="frame", enabled=progress)
         full = self.config.image_size
         size = self.config.render.resolution or full
         for t in frames:

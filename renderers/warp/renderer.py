@@ -18,6 +18,7 @@ import numpy as np
 from scipy import sparse
 from scipy.spatial import Delaunay
 
+from common.progress import bar as progress_bar
 from motion import topology as tp
 from motion.blendshapes import EXPRESSION_NAMES
 from motion.face_model import FaceFit, FaceModel
@@ -195,11 +196,7 @@ class WarpRenderer(Renderer):
     def render(self, motion: MotionSequence, progress: bool = False) -> Iterator[HeadFrame]:
         self.check_motion(motion)
         motion = motion.with_names(EXPRESSION_NAMES) if motion.names != EXPRESSION_NAMES else motion
-        frames = range(len(motion))
-        if progress:
-            from tqdm import tqdm
-
-            frames = tqdm(frames, desc="render", unit="frame", leave=False)
+        frames = progress_bar(range(len(motion)), desc="render", unit="frame", enabled=progress)
         if self.config.threads <= 1:
             for t in frames:
                 yield self.render_frame(motion.expression[t], motion.pose[t])
