@@ -392,10 +392,17 @@ def _run_ui(args: argparse.Namespace) -> int:
         raise UserError(
             "the web page needs gradio, which is not installed", "install it with pip install -e .[ui]"
         ) from None
-    from pipeline.ui.app import launch
+    from pipeline.ui.app import launch, read_auth
 
+    auth = read_auth(args.auth_file) if args.auth_file else None
+    if auth is None and args.host not in ("127.0.0.1", "localhost", "::1"):
+        print(
+            f"warning: serving on {args.host} without a login: anyone who reaches this address can run jobs "
+            "(give --auth-file FILE of USER:PASSWORD lines)",
+            file=sys.stderr,
+        )
     print(f"serving the page on http://{args.host}:{args.port} (workspace {args.workspace}); Ctrl+C stops it")
-    launch(args.workspace, host=args.host, port=args.port)
+    launch(args.workspace, host=args.host, port=args.port, auth=auth)
     return 0
 
 
@@ -847,6 +854,10 @@ def build_parser() -> argparse.ArgumentParser:
         "--workspace",
         default="outputs",
         help="folder of the page's identities/ and results/ (default: %(default)s)",
+    )
+    ui.add_argument(
+        "--auth-file",
+        help="a file of USER:PASSWORD lines: the page asks for a login (default: none, on 127.0.0.1 only)",
     )
     ui.set_defaults(func=_run_ui)
 

@@ -40,3 +40,129 @@ def test_preview_only_for_pictures(tmp_path, portrait_path):
     fake.write_text("this is not an image")
     assert looks_like_image(portrait_path)
     assert not looks_like_image(fake)
+
+
+def _queue(tmp_path):
+    from pipeline.ui.tasks import TaskQueue
+
+    folders = Folders(tmp_path)
+    return TaskQueue(folders.results, folders.new_job, workers=1)
+
+
+def test_a_queued_job_runs_in_the_background_and_keeps_its_result(tmp_path):
+    tasks = _queue(tmp_path)
+    task = tasks.submit("photo", "a photo", lambda job: {"video": str(job / "v.mp4")}, details={"size": 256})
+    tasks.wait(task, 10)
+    assert task.state == "done" and task.error is None
+    assert task.result == {"video": str(task.folder / "v.mp4")}
+    assert task.folder.parent == tmp_path / "results"
+    assert tasks.latest("photo") is task and tasks.latest("dub") is None
+    tasks.close()
+
+
+def test_a_failed_job_shows_the_cli_message_with_the_uploads_own_names(tmp_path):
+    upload = tmp_path / "gradio-cache" / "abc123" / "portrait.jpg"
+
+    def bad(job):
+        raise InputError(f"{upload} is not an image", "give a photo")
+
+    def broken(job):
+        raise RuntimeError("boom")
+
+    tasks = _queue(tmp_path)
+    failed = tasks.submit("photo", "bad", bad, uploads=[str(upload)])
+    crashed = tasks.submit("photo", "broken", broken)
+    tasks.wait(crashed, 10)
+    assert failed.state == "failed"
+    assert failed.error == "portrait.jpg is not an image. give a photo."
+    assert crashed.state == "failed" and "RuntimeError: boom" in crashed.error
+    assert "Traceback" not in crashed.error
+    tasks.close()
+
+
+def test_a_running_job_names_its_stage_and_count_and_logs_its_curve(tmp_path):
+    import threading
+
+    from common.progress import Stages, bar, figures
+
+    halfway, carry_on = threading.Event(), threading.Event()
+
+    def job(folder):
+        stages = Stages()
+        stages.start("render")
+        frames = bar(total=10, desc="frames", unit="frame", enabled=False)
+        frames.update(4)
+        figures("motion model", {"step": 100, "loss": 0.3, "heldout_opening_r": 0.5})
+        halfway.set()
+        carry_on.wait(10)
+        frames.close()
+        stages.end()
+        return {}
+
+    tasks = _queue(tmp_path)
+    first = tasks.submit("train", "first", job)
+    second = tasks.submit("train", "second", lambda folder: {})
+    assert halfway.wait(10)
+    assert first.running and first.where() == "render › frames 4/10 frame"
+    assert first.fraction() == 0.4
+    assert first.curve() == {"motion model": [{"step": 100, "loss": 0.3, "heldout_opening_r": 0.5}]}
+    assert second.state == "queued" and tasks.ahead(second) == 0  # one at a time: it waits for the first
+    carry_on.set()
+    tasks.wait(second, 10)
+    assert first.state == second.state == "done" and first.where() == ""
+    tasks.close()
+
+
+def test_a_restarted_server_shows_earlier_jobs_and_names_the_one_it_stopped(tmp_path):
+    import threading
+
+    from pipeline.ui.tasks import TaskQueue
+
+    started, release = threading.Event(), threading.Event()
+
+    def long(job):
+        started.set()
+        release.wait(10)
+        return {}
+
+    tasks = _queue(tmp_path)
+    done = tasks.submit("photo", "made", lambda job: {"video": "v.mp4"})
+    tasks.wait(done, 10)
+    running = tasks.submit("dub", "cut short", long)
+    assert started.wait(10)
+    # a second server over the same folder, as after a restart
+    again = TaskQueue(tmp_path / "results", Folders(tmp_path).new_job, workers=1)
+    assert again.get(done.id).state == "done" and again.get(done.id).result == {"video": "v.mp4"}
+    stopped = again.get(running.id)
+    assert stopped.state == "stopped" and "server stopped" in stopped.error
+    release.set()
+    tasks.close()
+    again.close()
+
+
+def test_training_curve_reads_the_log_a_run_writes(tmp_path):
+    from pipeline.ui.jobs import training_curve
+    from renderers.training import write_log
+
+    write_log(
+        tmp_path / "train_log.csv", [{"step": 1, "loss": 0.5}, {"step": 2, "loss": 0.4, "psnr_holdout": 20}]
+    )
+    assert training_curve(tmp_path) == [
+        {"step": 1, "loss": 0.5},
+        {"step": 2, "loss": 0.4, "psnr_holdout": 20},
+    ]
+    assert training_curve(tmp_path / "nothing") == []
+
+
+def test_auth_file_lines(tmp_path):
+    pytest.importorskip("gradio")
+    from pipeline.ui.app import read_auth
+
+    good = tmp_path / "users"
+    good.write_text("# who may log in\nann:secret\n\nbob:pa:ss\n")
+    assert read_auth(good) == [("ann", "secret"), ("bob", "pa:ss")]
+    bad = tmp_path / "bad"
+    bad.write_text("ann\n")
+    with pytest.raises(InputError) as caught:
+        read_auth(bad)
+    assert caught.value.message == f"{bad} line 1 is not USER:PASSWORD. write one USER:PASSWORD a line."

@@ -26,6 +26,7 @@ PHOTO_INPUT = 'input[type=file][accept*=".png"]'
 AUDIO_INPUT = 'input[type=file][accept*="audio/"]'
 # the demo speech (10.9 s) uploaded and shown in the page's player: its length is on screen
 SPEECH_LOADED = "document.body.innerText.includes('0:11')"
+RUNNING_OR_DONE = "/running \\d+:\\d\\d|done in /.test(document.body.innerText)"
 PLAYABLE_VIDEO = (
     "(() => { const v = [...document.querySelectorAll('video')].find(v => v.src);"
     " return v && v.readyState >= 1 && isFinite(v.duration) ? v.duration : 0; })()"
@@ -81,6 +82,10 @@ def test_photo_to_video_plays_in_the_browser(served, shots):
         page.set_files(AUDIO_INPUT, 0, speech)
         page.wait_for(SPEECH_LOADED, 60)
         click(page, "Make the video")
+        page.wait_for(RUNNING_OR_DONE, 60)
+        # a reload while the job runs: the page finds the job and follows it to its video
+        open_page(page, url)
+        page.wait_for(RUNNING_OR_DONE, 30)
         duration = page.wait_for(PLAYABLE_VIDEO, 300)
         page.screenshot(shots / "photo_to_video.png")
     videos = list((workspace / "results").glob("photo-*/talking.mp4"))
@@ -163,3 +168,30 @@ def test_only_the_results_folder_is_served(served):
     assert status(inside) == 200
     assert status(outside) == 403
     assert status(Path("/etc/passwd")) == 403
+
+
+def test_training_draws_its_held_out_curve_as_it_goes(served, prepared):
+    """Train an identity's motion model through the page's API (the button's handler): the job is followed
+    from queued or running to done, and the held-out curve carries each evaluation the run logged."""
+    import shutil
+
+    from gradio_client import Client
+
+    url, workspace = served
+    shutil.copytree(
+        prepared.path,
+        workspace / "identities" / "synthetic",
+        ignore=shutil.ignore_patterns("renderers", "motion_model"),
+    )
+    client = Client(url, verbose=False)
+    job = client.submit("synthetic", "motion", "tiny", api_name="/train")
+    status, summary, held, loss, table = job.result(timeout=600)
+    seen = [output[0] for output in job.outputs()]
+    assert any("queued" in s or "running" in s for s in seen[:1]), seen
+    assert "done in" in status
+    assert summary.startswith("trained the motion model of synthetic")
+    steps = {(row[0], row[2]) for row in held["data"]}
+    # motion_tiny.yaml: 20 steps, evaluated every 10; the person's own model and the generic one
+    assert steps == {(s, f) for s in (10.0, 20.0) for f in ("own model: mouth-opening r", "generic model")}
+    assert [row[0] for row in loss["data"]] == [float(s) for s in range(1, 21)]
+    assert ["synthetic", table["data"][0][1], "trained", "-", "-"] == table["data"][0]

@@ -3,9 +3,9 @@
     PYTHONPATH=. python -m tests.ui_screenshots outputs/ui
 
 Runs Photo -> video (portrait_woman.png + speech_en_male_8s.wav), a dub (talk_may_5s.mp4 + the same
-speech, the speaker clicked on the first frame), prepares talk_pcavs_731200067.mp4 as an identity and runs
-a one-row batch manifest; a PNG of each tab after its job goes to the given folder. Takes a few minutes on a
-2-core CPU.
+speech, the speaker clicked on the first frame; the page reloaded while it runs), prepares talk_andrew_b.mp4
+as an identity, trains its motion model (live curve) and measures it, and runs a three-row batch manifest; a
+PNG of each tab while and after its job runs goes to the given folder. About 15 minutes on a 2-core CPU.
 """
 
 from __future__ import annotations
@@ -62,7 +62,7 @@ def main(out: Path, only: str = "") -> None:
             page.navigate(url, "document.body && document.body.innerText.includes('Make the video')")
             time.sleep(2)
             try:
-                steps(page, data, workspace, out, only)
+                steps(page, data, workspace, out, only, url)
             except Exception:
                 page.screenshot(out / "failed.png")
                 raise
@@ -70,13 +70,20 @@ def main(out: Path, only: str = "") -> None:
         demo.close()
 
 
-def steps(page, data: Path, workspace: Path, out: Path, only: str) -> None:
+RUNNING = "document.body.innerText.includes('running ')"
+
+
+def steps(page, data: Path, workspace: Path, out: Path, only: str, url: str) -> None:
     en_speech = data / "speech_en_male_8s.wav"
     if only in ("", "photo"):
         page.set_files('input[type=file][accept*=".png"]', 0, data / "portrait_woman.png")
-        page.set_files('input[type=file][accept*="audio/"]', 0, data / "speech_en_male_8s.wav")
+        page.wait_for("document.body.innerText.includes('portrait_woman.png')", 60)
+        page.set_files('input[type=file][accept*="audio/"]', 0, en_speech)
         time.sleep(3)
         click(page, "Make the video")
+        page.wait_for(RUNNING, 60)
+        time.sleep(2)
+        page.screenshot(out / "tab_photo_running.png")
         page.wait_for(DONE_VIDEO, 600)
         time.sleep(1)
         page.screenshot(out / "tab_photo_to_video.png")
@@ -92,27 +99,47 @@ def steps(page, data: Path, workspace: Path, out: Path, only: str) -> None:
         time.sleep(1)
         page.click_at("img", 0.5, 0.4)
         time.sleep(1)
-        page.set_files('input[type=file][accept*="audio/"]', 0, data / "speech_en_male_8s.wav")
+        page.set_files('input[type=file][accept*="audio/"]', 0, en_speech)
         time.sleep(3)
         click(page, "Dub the video")
-        page.wait_for(f"{DONE_VIDEO} >= 2", 900)
+        page.wait_for(RUNNING, 60)
+        # the page is reloaded while the dub runs: it finds the job and follows it again
+        page.navigate(url, "document.body && document.body.innerText.includes('Make the video')")
+        tab(page, "Dub a video")
+        page.wait_for(RUNNING, 60)
+        time.sleep(1)
+        page.screenshot(out / "tab_dub_after_reload.png")
+        page.wait_for(DONE_VIDEO, 900)
         time.sleep(2)
         page.screenshot(out / "tab_dub.png")
         print("dub done", flush=True)
 
     if only in ("", "identities"):
         tab(page, "Identities")
-        page.set_files('input[type=file][accept*=".mp4"]', 0, data / "talk_pcavs_731200067.mp4")
-        text_in(page, "Identity name", "pcavs_731200067")
+        page.set_files('input[type=file][accept*=".mp4"]', 0, data / "talk_andrew_b.mp4")
+        text_in(page, "Identity name", "andrew_b")
         time.sleep(3)
         click(page, "Prepare")
-        page.wait_for("document.body.innerText.includes('prepared identity pcavs_731200067')", 900)
-        time.sleep(2)
+        page.wait_for(RUNNING, 60)
+        time.sleep(8)
+        page.screenshot(out / "tab_identities_preparing.png")
+        page.wait_for("document.body.innerText.includes('prepared identity andrew_b')", 1200)
+        time.sleep(4)
         page.screenshot(out / "tab_identities_prepared.png")
-        click(page, "Train the motion model (about a minute on a CPU)")
-        page.wait_for("document.body.innerText.includes('held-out mouth-opening')", 300)
-        time.sleep(2)
-        page.screenshot(out / "tab_identities.png")
+        click(page, "Train, or go on from the last checkpoint")
+        page.wait_for("document.body.innerText.includes('/500 step')", 300)
+        time.sleep(12)
+        time.sleep(3)
+        page.screenshot(out / "tab_identities_training.png")
+        page.wait_for("document.body.innerText.includes('held-out mouth-opening')", 600)
+        time.sleep(3)
+        page.screenshot(out / "tab_identities_trained.png")
+        click(page, "Evaluate")
+        page.wait_for(
+            "document.body.innerText.includes('LMD') || document.body.innerText.includes('lmd')", 900
+        )
+        time.sleep(4)
+        page.screenshot(out / "tab_identities_eval.png")
         print("identities done", flush=True)
 
     if only in ("", "batch"):
@@ -122,13 +149,20 @@ def steps(page, data: Path, workspace: Path, out: Path, only: str) -> None:
         manifest.write_text(
             "kind,video,image,identity,audio,out\n"
             f"generate,,{macron},,{zh},macron_zh.mp4\n"
+            f"generate,,{data / 'portrait_woman.png'},,{zh},woman_zh.mp4\n"
             f"generate,,{data / 'missing.png'},,{en},missing.mp4\n"
         )
         page.set_files('input[type=file][accept*=".csv"]', 0, manifest)
         time.sleep(3)
         click(page, "Run the batch")
-        page.wait_for("document.body.innerText.includes('report')", 900)
-        page.wait_for("document.body.innerText.includes('done')", 900)
+        page.wait_for("document.body.innerText.includes('running')", 120)
+        page.wait_for("document.body.innerText.includes('macron_zh.mp4')", 300)
+        time.sleep(1)
+        page.screenshot(out / "tab_batch_running.png")
+        page.wait_for(
+            "document.body.innerText.includes('report.csv') && document.body.innerText.includes('done in')",
+            900,
+        )
         time.sleep(2)
         page.screenshot(out / "tab_batch.png")
         print("batch done", flush=True)

@@ -1,5 +1,5 @@
-"""What the web page's buttons run, without Gradio: each job writes under the page's results folder and
-returns plain paths and text, so it is tested (and usable) without a browser.
+"""What the web page's buttons run, without Gradio: each job writes into its own results folder (``job``) and
+returns plain values (paths as strings, text), so it is tested (and usable) without a browser.
 
 Bad input raises :class:`common.errors.UserError` exactly as the CLI's commands do; the page shows its
 ``message`` (the line the CLI prints after ``error:``).
@@ -8,10 +8,12 @@ Bad input raises :class:`common.errors.UserError` exactly as the CLI's commands 
 from __future__ import annotations
 
 import os
+import shutil
 import time
 import uuid
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -21,6 +23,15 @@ IMAGE_TYPES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 AUDIO_TYPES = (".wav", ".flac", ".mp3", ".m4a", ".ogg", ".opus", ".aac", ".webm", ".mp4")
 VIDEO_TYPES = (".mp4", ".mov", ".mkv", ".webm", ".avi", ".m4v")
 MANIFEST_TYPES = (".csv", ".jsonl", ".ndjson")
+TRAINABLE = ("motion", "nerf", "diffusion")
+"""What the Identities tab trains: the identity's own motion model, or a renderer."""
+PRESETS = ("tiny", "preview", "full")
+HELD_OUT = {
+    "motion": {"heldout_opening_r": "own model: mouth-opening r", "generic_opening_r": "generic model"},
+    "nerf": {"psnr_holdout": "PSNR (dB)"},
+    "diffusion": {"psnr_holdout": "PSNR (dB)"},
+}
+"""The held-out figures each training run logs, and their names on the live curve."""
 
 
 @dataclass(frozen=True)
@@ -53,6 +64,15 @@ def need(path: str | os.PathLike | None, what: str) -> str:
     return str(path)
 
 
+def need_identity(identities: Path, name: str | None):
+    """The prepared identity called ``name`` (its :class:`~pipeline.workspace.Workspace`)."""
+    from pipeline.workspace import Workspace, identity_dir
+
+    if not name:
+        raise InputError("no identity was chosen", "prepare one, or pick one from the list")
+    return Workspace.open(identity_dir(name, identities))
+
+
 def looks_like_image(path: str | os.PathLike) -> bool:
     """Whether ``path`` opens as a picture (for the upload's preview; the job itself checks it fully)."""
     from PIL import Image, UnidentifiedImageError
@@ -66,24 +86,22 @@ def looks_like_image(path: str | os.PathLike) -> bool:
 
 
 def run_photo(
-    folders: Folders,
+    job: Path,
     image: str | None,
     audio: str | None,
     transcript: str = "",
     size: int = 512,
     renderer: str = "warp",
-    progress: bool = False,
-) -> tuple[Path, str]:
-    """Photo -> video: the mp4 and the resolved settings (its ``.config.yaml`` text)."""
+) -> dict[str, Any]:
+    """Photo -> video: ``video`` (the mp4) and ``settings`` (its ``.config.yaml`` text)."""
     from pipeline.oneshot import GenerateConfig, generate
 
     image = need(image, "portrait photo")
     audio = need(audio, "speech recording")
-    out = folders.new_job("photo") / "talking.mp4"
     config = GenerateConfig(size=int(size), renderer=renderer)
     text = transcript.strip() or None
-    result = generate(image, audio, out, transcript=text, config=config, progress=progress)
-    return result.video, result.config.read_text()
+    result = generate(image, audio, job / "talking.mp4", transcript=text, config=config)
+    return {"video": str(result.video), "settings": result.config.read_text()}
 
 
 def first_frame(video: str) -> np.ndarray:
@@ -98,127 +116,241 @@ def first_frame(video: str) -> np.ndarray:
 
 
 def run_dub(
-    folders: Folders,
+    job: Path,
+    identities: Path,
     video: str | None,
     audio: str | None,
     renderer: str = "warp",
     face: str = "",
     transcript: str = "",
-    progress: bool = False,
-) -> tuple[Path, str]:
-    """Dub a video: the mp4 and a one-line summary (as the CLI prints it)."""
+) -> dict[str, Any]:
+    """Dub a video: ``video`` (the mp4) and ``summary`` (one line, as the CLI prints it)."""
     from pipeline.dub import DubConfig, dub
 
     video = need(video, "video")
     audio = need(audio, "speech recording")
-    out = folders.new_job("dub") / "dubbed.mp4"
     config = DubConfig(renderer=renderer, face=face)
-    result = dub(
-        video,
-        audio,
-        out,
-        config=config,
-        transcript=transcript.strip() or None,
-        workspace=folders.identities,
-        progress=progress,
-    )
+    text = transcript.strip() or None
+    result = dub(video, audio, job / "dubbed.mp4", config=config, transcript=text, workspace=identities)
     through = f", {result.passed_through} passed through unchanged" if result.passed_through else ""
     summary = (
         f"{result.num_frames} frames from {result.source_frames} source frames{through}; "
-        f"renderer {result.renderer}"
+        f"renderer {result.renderer}; mouth by {result.mouth_by}"
     )
-    return result.video, summary
+    return {"video": str(result.video), "summary": summary}
 
 
-def list_identities(folders: Folders) -> list[list[str]]:
-    """One row per identity folder: name, prepared frames, whether a motion model is trained, report."""
+IDENTITY_COLUMNS = ["identity", "frames", "motion model", "nerf", "diffusion"]
+
+
+def list_identities(identities: Path) -> list[list[str]]:
+    """One row per identity folder (:data:`IDENTITY_COLUMNS`): what is prepared and trained."""
     from pipeline.workspace import IDENTITY_FILE, Workspace
 
     rows = []
-    if not folders.identities.is_dir():
+    if not identities.is_dir():
         return rows
-    for path in sorted(folders.identities.iterdir()):
+    for path in sorted(identities.iterdir()):
         if not (path / IDENTITY_FILE).is_file():
             continue
         try:
-            ws = Workspace(path)
-            motion = "yes" if ws.motion_model_dir.joinpath("model.safetensors").is_file() else "no"
-            report = "yes" if (ws.report_dir / "contact_sheet.png").is_file() else "no"
-        except Exception as err:  # a damaged folder is listed, not fatal to the page
-            motion, report = "?", f"unreadable: {err}"
-        rows.append([path.name, motion, report])
+            ws = Workspace.open(path)
+            frames = str(ws.info.get("num_frames", "")) if ws.step_done("report") else "preparing"
+            motion = "trained" if ws.has_motion_model() else "-"
+            trained = [
+                "trained" if (ws.renderer_dir(r) / "model.safetensors").is_file() else "-"
+                for r in ("nerf", "diffusion")
+            ]
+            rows.append([path.name, frames, motion, *trained])
+        except Exception as err:
+            rows.append([path.name, f"unreadable: {err}", "?", "?", "?"])
     return rows
 
 
-def run_prepare(
-    folders: Folders, video: str | None, identity: str, progress: bool = False
-) -> tuple[Path | None, str]:
-    """Prepare footage into an identity: its report contact sheet (when written) and a summary line."""
+def run_prepare(job: Path, identities: Path, video: str | None, identity: str) -> dict[str, Any]:
+    """Prepare footage into an identity: ``identity``, ``summary`` and ``sheet`` (its report contact sheet,
+    copied into ``job``: the page serves only the results folder)."""
     from pipeline.prepare import prepare
     from pipeline.workspace import identity_dir
 
     video = need(video, "video")
     identity = identity.strip()
-    identity_dir(identity, folders.identities)  # checks the name before any work
-    ws = prepare(video, identity, folders.identities, progress=progress)
+    identity_dir(identity, identities)  # checks the name before any work
+    ws = prepare(video, identity, identities)
     sheet = ws.report_dir / "contact_sheet.png"
-    # served from the results folder only: the report picture is copied there
-    shown = None
+    shown = job / f"{identity}_contact_sheet.png"
     if sheet.is_file():
-        shown = folders.new_job("prepare") / f"{identity}_contact_sheet.png"
-        shown.write_bytes(sheet.read_bytes())
-    return shown, f"prepared identity {identity} in {ws.path}"
+        shutil.copyfile(sheet, shown)
+    return {
+        "identity": identity,
+        "summary": f"prepared identity {identity}: {ws.info.get('num_frames', '?')} frames in {ws.path}",
+        "sheet": str(shown) if shown.is_file() else None,
+    }
 
 
-def run_train_motion(folders: Folders, identity: str, progress: bool = False) -> str:
-    """Train (or go on training) the identity's own motion model; its held-out figures as one line."""
-    from pipeline.motion_training import train_motion_model
-    from pipeline.workspace import Workspace, identity_dir
+def model_dir(identities: Path, identity: str, model: str) -> Path:
+    """Where ``identity``'s ``model`` (:data:`TRAINABLE`) is trained."""
+    ws = need_identity(identities, identity)
+    return ws.motion_model_dir if model == "motion" else ws.renderer_dir(model)
 
-    if not identity:
-        raise InputError("no identity was chosen", "prepare one, or pick one from the list")
-    ws = Workspace.open(identity_dir(identity, folders.identities))
-    figures = train_motion_model(ws, ws.motion_model_dir, progress=progress)
-    return (
-        f"trained the motion model of {identity} in {figures['seconds']:.1f} s; held-out mouth-opening "
-        f"correlation {figures['heldout_opening_r']:.2f} (generic: {figures['generic_opening_r']:.2f})"
-    )
+
+def run_train(
+    job: Path, identities: Path, identity: str, model: str, preset: str = "preview"
+) -> dict[str, Any]:
+    """Train (or go on training, from its last checkpoint) ``identity``'s ``model`` with ``preset``;
+    ``summary`` is one line, the held-out figures as the CLI prints them."""
+    from common.config import CONFIG_DIR, load_config
+
+    if model not in TRAINABLE:
+        raise InputError(f"unknown model to train {model!r}", f"choose one of: {', '.join(TRAINABLE)}")
+    if preset not in PRESETS:
+        raise InputError(f"unknown preset {preset!r}", f"choose one of: {', '.join(PRESETS)}")
+    ws = need_identity(identities, identity)
+    ws.require_intact()
+    start = time.perf_counter()
+    if model == "motion":
+        from pipeline.motion_training import MotionTrainConfig, train_motion_model
+
+        file = CONFIG_DIR / f"motion_{preset}.yaml"  # a motion preset where one exists (tiny), else defaults
+        config = load_config(MotionTrainConfig, file if file.is_file() else None)
+        figures = train_motion_model(ws, ws.motion_model_dir, config)
+        summary = (
+            f"trained the motion model of {identity} in {figures['seconds']:.1f} s; held-out mouth-opening "
+            f"correlation {figures['heldout_opening_r']:.2f} (generic: {figures['generic_opening_r']:.2f})"
+        )
+        return {"summary": summary, "model": str(ws.motion_model_dir)}
+    from renderers import registry
+
+    Config, train = registry.entry(model).trainer()
+    config = load_config(Config, CONFIG_DIR / f"{model}_{preset}.yaml")
+    out = ws.renderer_dir(model)
+    train(ws, out, config)
+    held = _last_held_out(out, model)
+    summary = f"trained {model} for {identity} ({preset}) in {time.perf_counter() - start:.1f} s{held}"
+    return {"summary": summary, "model": str(out)}
+
+
+def _last_held_out(folder: Path, model: str) -> str:
+    rows = training_curve(folder)
+    figures = [row for row in rows if any(k in row for k in HELD_OUT[model])]
+    if not figures:
+        return ""
+    last = figures[-1]
+    return "; held-out " + ", ".join(f"{k} {last[k]:.3g}" for k in HELD_OUT[model] if k in last)
+
+
+def training_curve(folder: Path) -> list[dict[str, float]]:
+    """The rows of ``folder``'s ``train_log.csv`` (none when it has not logged yet)."""
+    from renderers.training import read_log
+
+    path = folder / "train_log.csv"
+    if not path.is_file():
+        return []
+    try:
+        columns = read_log(path)
+    except (OSError, ValueError):
+        return []  # being rewritten: the next look finds it whole
+    names = list(columns)
+    return [
+        {name: float(columns[name][i]) for name in names if np.isfinite(columns[name][i])}
+        for i in range(len(columns["step"]))
+    ]
 
 
 def run_render(
-    folders: Folders, identity: str, audio: str | None, renderer: str = "nerf", progress: bool = False
-) -> Path:
-    """A trained identity saying ``audio`` (``talking-portrait render``)."""
+    job: Path, identities: Path, identity: str, audio: str | None, renderer: str = "nerf"
+) -> dict[str, Any]:
+    """A trained identity saying ``audio`` (``talking-portrait render``): ``video``."""
     from pipeline.identity_render import IdentityRenderConfig, render_identity
 
-    if not identity:
-        raise InputError("no identity was chosen", "prepare one, or pick one from the list")
+    need_identity(identities, identity)
     audio = need(audio, "speech recording")
-    out = folders.new_job("render") / f"{identity}.mp4"
     config = IdentityRenderConfig(renderer=renderer)
-    return render_identity(identity, audio, out, folders.identities, config, progress=progress)
+    video = render_identity(identity, audio, job / f"{identity}.mp4", identities, config)
+    return {"video": str(video)}
 
 
-def run_batch_job(
-    folders: Folders, manifest: str | None
-) -> tuple[list[list[str]], Path | None, list[Path], str]:
-    """Run a batch manifest: the job table, the report.csv, the videos made and the summary lines."""
+EVAL_PICTURES = ("frames.png", "mouths.png", "mouth.png")
+
+
+def run_eval(
+    job: Path, identities: Path, identity: str, renderer: str = "warp", max_frames: int = 250
+) -> dict[str, Any]:
+    """Measure ``identity`` on its held-out footage (``talking-portrait eval``; the warp renderer through a
+    dub, ``eval --dub``): ``summary`` (the report as the CLI prints it), ``pictures`` and ``video`` (real |
+    made, side by side), all in ``job``."""
+    from pipeline.checks import check_range
+    from pipeline.evaluate import EvalConfig, evaluate_identity, format_report
+
+    need_identity(identities, identity)
+    check_range(max_frames, "frames to measure", 1, 1_000_000)
+    out = job / "report"
+    if renderer == "warp":
+        from pipeline.evaluate_dub import evaluate_dub, format_dub_report
+
+        summary = format_dub_report(evaluate_dub(identity, identities, "warp", int(max_frames), out))
+    else:
+        config = EvalConfig(renderer=renderer, max_frames=int(max_frames))
+        summary = format_report(evaluate_identity(identity, identities, config=config, out=out))
+    pictures = [str(out / name) for name in EVAL_PICTURES if (out / name).is_file()]
+    video = out / "side_by_side.mp4"
+    return {"summary": summary, "pictures": pictures, "video": str(video) if video.is_file() else None}
+
+
+def identity_pictures(identities: Path, identity: str) -> list[tuple[np.ndarray, str]]:
+    """``identity``'s prepare report pictures, as images (the page shows them without serving the
+    workspace's files)."""
+    from PIL import Image
+
+    ws = need_identity(identities, identity)
+    shown = []
+    for path in sorted(ws.report_dir.glob("*.png")):
+        try:
+            with Image.open(path) as image:
+                shown.append((np.asarray(image.convert("RGB")), path.stem.replace("_", " ")))
+        except OSError:
+            continue
+    return shown
+
+
+BATCH_COLUMNS = ["line", "kind", "out", "state", "attempts", "seconds", "error"]
+
+
+def batch_table(root: Path) -> list[list[str]]:
+    """The job table of the batch in ``root`` as it stands (read while the batch runs)."""
+    from pipeline.batch.state import BatchState
+
+    if not (root / "batch.sqlite").is_file():
+        return []
+    try:
+        state = BatchState(root, create=False)
+    except Exception:
+        return []
+    try:
+        jobs = state.jobs()
+    finally:
+        state.close()
+    rows = []
+    for job in jobs:
+        seconds = job.get("seconds")
+        shown = {**job, "seconds": f"{seconds:.1f}" if isinstance(seconds, int | float) else ""}
+        rows.append(["" if shown.get(k) is None else str(shown[k]) for k in BATCH_COLUMNS])
+    return rows
+
+
+def run_batch_job(job: Path, identities: Path, manifest: str | None) -> dict[str, Any]:
+    """Run a batch manifest with ``job`` as its output root: ``summary`` (the lines the CLI prints, less the
+    table), ``report`` (report.csv) and ``videos`` (the outputs made)."""
     from pipeline.batch.runner import run_batch
 
     manifest = need(manifest, "manifest")
-    root = folders.new_job("batch")
     lines: list[str] = []
-    result = run_batch(
-        manifest, root, workers=1, workspace=folders.identities, progress=False, echo=lines.append
-    )
-    table = []
-    for job in result.jobs:
-        seconds = job.get("seconds")
-        shown = {**job, "seconds": f"{seconds:.1f}" if isinstance(seconds, int | float) else ""}
-        keys = ("line", "kind", "out", "state", "seconds", "error")
-        table.append(["" if shown.get(k) is None else str(shown[k]) for k in keys])
-    videos = [root / job["out"] for job in result.jobs if job.get("state") == "done" and job.get("out")]
+    result = run_batch(manifest, job, workers=1, workspace=identities, progress=False, echo=lines.append)
+    videos = [job / j["out"] for j in result.jobs if j.get("state") == "done" and j.get("out")]
     csv = next((p for p in result.report if p.suffix == ".csv"), None)
-    # the first lines (invalid rows, the plan) and the closing count; the table is shown on its own
-    summary = [line for line in lines if "\n" not in line]
-    return table, csv, [v for v in videos if v.is_file()], "\n".join(f"- {line}" for line in summary)
+    summary = [line for line in lines if "\n" not in line]  # the table is shown on its own
+    return {
+        "summary": "\n".join(f"- {line}" for line in summary),
+        "report": str(csv) if csv else None,
+        "videos": [str(v) for v in videos if v.is_file()],
+    }
