@@ -166,3 +166,13 @@ def test_auth_file_lines(tmp_path):
     with pytest.raises(InputError) as caught:
         read_auth(bad)
     assert caught.value.message == f"{bad} line 1 is not USER:PASSWORD. write one USER:PASSWORD a line."
+
+
+def test_ui_with_an_unreadable_password_file_stops_before_serving(tmp_path, capsys):
+    pytest.importorskip("gradio")
+    missing = tmp_path / "users.txt"
+    assert main(["ui", "--port", "7999", "--auth-file", str(missing)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err == (
+        f"error: cannot read the password file {missing} (No such file or directory). give a readable file."
+    )

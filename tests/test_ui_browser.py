@@ -195,3 +195,71 @@ def test_training_draws_its_held_out_curve_as_it_goes(served, prepared):
     assert steps == {(s, f) for s in (10.0, 20.0) for f in ("own model: mouth-opening r", "generic model")}
     assert [row[0] for row in loss["data"]] == [float(s) for s in range(1, 21)]
     assert ["synthetic", table["data"][0][1], "trained", "-", "-"] == table["data"][0]
+
+
+def test_with_a_password_file_nothing_is_served_before_a_login(tmp_path):
+    import http.cookiejar
+    import urllib.error
+    import urllib.parse
+    import urllib.request
+
+    from pipeline.ui.app import launch
+
+    port = free_port()
+    demo = launch(tmp_path, port=port, block=False, auth=[("ann", "secret")])
+    base = f"http://127.0.0.1:{port}"
+    jar = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(http.cookiejar.CookieJar()))
+
+    def status(path: str, data: dict | None = None, opener=None) -> int:
+        body = urllib.parse.urlencode(data).encode() if data else None
+        try:
+            with (opener or urllib.request.build_opener()).open(base + path, body, timeout=10) as reply:
+                return reply.status
+        except urllib.error.HTTPError as err:
+            return err.code
+
+    try:
+        (tmp_path / "results" / "made.txt").write_text("a result")
+        assert status("/config") == 401
+        assert status(f"/gradio_api/file={tmp_path / 'results' / 'made.txt'}") == 401
+        assert status("/login", {"username": "ann", "password": "wrong"}, jar) == 400
+        assert status("/config", opener=jar) == 401
+        assert status("/login", {"username": "ann", "password": "secret"}, jar) == 200
+        assert status("/config", opener=jar) == 200
+        assert status(f"/gradio_api/file={tmp_path / 'results' / 'made.txt'}", opener=jar) == 200
+    finally:
+        demo.close()
+
+
+def test_a_batch_from_the_page_runs_the_good_rows_and_reports_the_bad(served, tmp_path):
+    """Through the page's API (the button's handler): the job table, report.csv and the video made."""
+    import csv
+
+    from gradio_client import Client, handle_file
+
+    from pipeline.oneshot import demo_inputs
+
+    url, workspace = served
+    photo, speech, _ = demo_inputs()
+    manifest = tmp_path / "jobs.csv"
+    manifest.write_text(
+        "kind,image,audio,out\n"
+        f"generate,{photo},{speech},hopper.mp4\n"
+        f"generate,{tmp_path / 'nobody.png'},{speech},nobody.mp4\n"
+    )
+    client = Client(url, verbose=False)
+    answer = client.predict(handle_file(str(manifest)), api_name="/batch")
+    status, table, report, videos, summary, pick = answer
+    assert "done in" in status
+    rows = {row[2]: row for row in table["data"]}
+    assert rows["hopper.mp4"][3] == "done" and rows["nobody.mp4"][3] == "invalid"
+    assert "file not found" in rows["nobody.mp4"][6]
+    assert "not all done: 1 done, 1 invalid" in summary
+    with open(report) as f:
+        assert {row["out"]: row["state"] for row in csv.DictReader(f)} == {
+            "hopper.mp4": "done",
+            "nobody.mp4": "invalid",
+        }
+    assert [Path(v).name for v in videos] == ["hopper.mp4"] and pick["value"].endswith("hopper.mp4")
+    made = list((workspace / "results").glob("batch-*/hopper.mp4"))
+    assert len(made) == 1 and made[0].stat().st_size > 10_000

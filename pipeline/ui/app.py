@@ -325,14 +325,17 @@ def build_app(folders: Folders, tasks: TaskQueue | None = None) -> gr.Blocks:
     def batch_view(task: Task, memo: dict) -> tuple:
         table = once(memo, "table", jobs.batch_table(task.folder))
         if task.state != "done":
-            return status(task), table, gr.skip(), gr.skip(), gr.skip()
+            return status(task), table, gr.skip(), gr.skip(), gr.skip(), gr.skip()
         result = task.result
+        videos = result.get("videos") or []
+        names = [(Path(v).name, v) for v in videos]
         return (
             status(task),
             table,
             once(memo, "report", result.get("report")),
-            once(memo, "videos", result.get("videos") or None),
+            once(memo, "videos", videos or None),
             once(memo, "summary", result.get("summary")),
+            gr.Dropdown(choices=names, value=videos[0] if videos else None),
         )
 
     @_clear_errors
@@ -526,7 +529,11 @@ def build_app(folders: Folders, tasks: TaskQueue | None = None) -> gr.Blocks:
             with gr.Row():
                 b_report = gr.File(label="report.csv", interactive=False)
                 b_videos = gr.File(label="Videos made", file_count="multiple", interactive=False)
-            b_outputs = [b_status, b_table, b_report, b_videos, b_summary]
+            with gr.Row():
+                b_pick = gr.Dropdown(label="Watch a video made", choices=[], scale=1)
+                b_watch = gr.Video(label="Video", interactive=False, scale=2)
+            b_pick.change(lambda path: path or None, b_pick, b_watch)
+            b_outputs = [b_status, b_table, b_report, b_videos, b_summary, b_pick]
             b_run.click(batch, b_manifest, b_outputs, api_name="batch", show_progress=HIDDEN)
         with gr.Accordion("Jobs on this server (newest first; one runs at a time per GPU)", open=False):
             q_table = gr.Dataframe(

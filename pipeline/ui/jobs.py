@@ -345,7 +345,7 @@ def run_batch_job(job: Path, identities: Path, manifest: str | None) -> dict[str
 
     manifest = need(manifest, "manifest")
     lines: list[str] = []
-    result = run_batch(manifest, job, workers=1, workspace=identities, progress=False, echo=lines.append)
+    result = run_batch(manifest, job, workspace=identities, progress=False, echo=lines.append)
     videos = [job / j["out"] for j in result.jobs if j.get("state") == "done" and j.get("out")]
     csv = next((p for p in result.report if p.suffix == ".csv"), None)
     summary = [line for line in lines if "\n" not in line]  # the table is shown on its own
