@@ -120,6 +120,20 @@ def _pick(boxes, point: tuple[float, float] | None):
     return min(boxes, key=lambda b: float(np.linalg.norm(_centre_size(b)[0] - p)))
 
 
+def faces_in(frame: np.ndarray) -> list[tuple[float, float, float, float]]:
+    """The face boxes (x0, y0, x1, y1) in one frame, largest first: those ``--face`` picks among."""
+    detector = _Detector()
+    try:
+        return detector.boxes(frame)
+    finally:
+        detector.close()
+
+
+def speaker_box(boxes: list, point: tuple[float, float] | None):
+    """The box ``--face point`` picks: the one holding the point (else the nearest), or the largest."""
+    return _pick(boxes, point)
+
+
 class FaceFollower:
     """Follows one face frame by frame (:func:`follow_face` runs it over a whole video)."""
 

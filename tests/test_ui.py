@@ -176,3 +176,23 @@ def test_ui_with_an_unreadable_password_file_stops_before_serving(tmp_path, caps
     assert err == (
         f"error: cannot read the password file {missing} (No such file or directory). give a readable file."
     )
+
+
+def test_the_speaker_to_follow_is_marked_the_largest_face_until_one_is_clicked():
+    import numpy as np
+
+    from pipeline.ui.jobs import marked_faces
+
+    frame = np.zeros((200, 400, 3), np.uint8)
+    big, small = (20, 20, 180, 180), (250, 50, 350, 150)  # largest first, as faces_in gives them
+    green, white = (40, 220, 80), (255, 255, 255)
+
+    def edge(image, box):
+        return tuple(int(v) for v in image[(box[1] + box[3]) // 2, box[0]])
+
+    default = marked_faces(frame, [big, small], None)
+    assert edge(default, big) == green and edge(default, small) == white
+    clicked = marked_faces(frame, [big, small], (300, 100))
+    assert edge(clicked, small) == green and edge(clicked, big) == white
+    assert tuple(int(v) for v in clicked[100, 300]) == (255, 64, 64)  # the clicked point
+    assert (frame == 0).all()  # the decoded frame itself is left as it was

@@ -73,6 +73,24 @@ def main(out: Path, only: str = "") -> None:
 RUNNING = "document.body.innerText.includes('running ')"
 
 
+def two_speakers(data: Path, out: Path) -> Path:
+    """A clip with two people in shot, side by side (talk_may_5s left, talk_andrew_b right), 5 s."""
+    import subprocess
+
+    import imageio_ffmpeg
+
+    subprocess.run(
+        [
+            imageio_ffmpeg.get_ffmpeg_exe(), "-v", "error", "-y",
+            "-i", str(data / "talk_may_5s.mp4"), "-i", str(data / "talk_andrew_b.mp4"),
+            "-filter_complex", "[1:v]scale=512:512,fps=25[b];[0:v][b]hstack=inputs=2[v]",
+            "-map", "[v]", "-map", "0:a?", "-t", "5", "-c:v", "libx264", "-pix_fmt", "yuv420p", str(out),
+        ],
+        check=True,
+    )  # fmt: skip
+    return out
+
+
 def steps(page, data: Path, workspace: Path, out: Path, only: str, url: str) -> None:
     en_speech = data / "speech_en_male_8s.wav"
     if only in ("", "photo"):
@@ -91,14 +109,16 @@ def steps(page, data: Path, workspace: Path, out: Path, only: str, url: str) -> 
 
     if only in ("", "dub"):
         tab(page, "Dub a video")
-        page.set_files('input[type=file][accept*=".mp4"]', 0, data / "talk_may_5s.mp4")
+        two = two_speakers(data, workspace / "two_speakers.mp4")
+        page.set_files('input[type=file][accept*=".mp4"]', 0, two)
         page.wait_for(
             "[...document.querySelectorAll('img')].some(i => i.offsetParent !== null && i.naturalWidth > 0)",
             120,
         )
         time.sleep(1)
-        page.click_at("img", 0.5, 0.4)
-        time.sleep(1)
+        page.screenshot(out / "tab_dub_first_frame.png")
+        page.click_at("img", 0.75, 0.45)  # the person on the right speaks
+        time.sleep(2)
         page.set_files('input[type=file][accept*="audio/"]', 0, en_speech)
         time.sleep(3)
         click(page, "Dub the video")
@@ -140,6 +160,27 @@ def steps(page, data: Path, workspace: Path, out: Path, only: str, url: str) -> 
         )
         time.sleep(4)
         page.screenshot(out / "tab_identities_eval.png")
+        # a tiny NeRF (a check of the path, not a usable renderer), then new speech with it
+        page.js(
+            "[...document.querySelectorAll('label')].find(l => l.innerText.trim() === 'nerf'"
+            " && l.offsetParent !== null).click()"
+        )
+        page.js(
+            "[...document.querySelectorAll('label')].find(l => l.innerText.trim() === 'tiny'"
+            " && l.offsetParent !== null).click()"
+        )
+        time.sleep(1)
+        click(page, "Train, or go on from the last checkpoint")
+        page.wait_for("document.body.innerText.includes('trained nerf for andrew_b')", 1200)
+        time.sleep(3)
+        page.screenshot(out / "tab_identities_nerf.png")
+        page.set_files('input[type=file][accept*="audio/"]', 0, data / "speech_zh_female_8s.wav")
+        time.sleep(3)
+        click(page, "Render the speech")
+        page.wait_for("document.body.innerText.includes('andrew_b saying')", 60)
+        page.wait_for("/done in [0-9.]+ s: andrew_b saying/.test(document.body.innerText)", 1200)
+        time.sleep(3)
+        page.screenshot(out / "tab_identities_render.png")
         print("identities done", flush=True)
 
     if only in ("", "batch"):

@@ -164,12 +164,16 @@ def build_app(folders: Folders, tasks: TaskQueue | None = None) -> gr.Blocks:
     @_clear_errors
     def show_first_frame(video):
         if not video:
-            return None, ""
-        return jobs.first_frame(video), ""
+            return None, "", None
+        frame, boxes = jobs.first_frame(video)
+        return jobs.marked_faces(frame, boxes, None), "", (frame, boxes)
 
-    def pick_face(evt: gr.SelectData):
-        x, y = evt.index
-        return f"{int(x)},{int(y)}"
+    def pick_face(first, evt: gr.SelectData):
+        x, y = (int(v) for v in evt.index)
+        if first is None:
+            return gr.skip(), f"{x},{y}"
+        frame, boxes = first
+        return jobs.marked_faces(frame, boxes, (x, y)), f"{x},{y}"
 
     def dub_view(task: Task, memo: dict) -> tuple:
         done = task.state == "done"
@@ -417,8 +421,11 @@ def build_app(folders: Folders, tasks: TaskQueue | None = None) -> gr.Blocks:
                         d_source = gr.Video(label="Source", interactive=False)
                         d_out = gr.Video(label="Dubbed", interactive=False)
                     d_summary = gr.Markdown()
-            d_video.change(show_first_frame, d_video, [d_frame, d_face]).then(lambda v: v, d_video, d_source)
-            d_frame.select(pick_face, None, d_face)
+            d_first = gr.State()  # the first frame as decoded, and its faces
+            d_video.change(show_first_frame, d_video, [d_frame, d_face, d_first]).then(
+                lambda v: v, d_video, d_source
+            )
+            d_frame.select(pick_face, d_first, [d_frame, d_face])
             d_outputs = [d_status, d_out, d_summary, d_source]
             d_run.click(
                 dub,

@@ -104,15 +104,39 @@ def run_photo(
     return {"video": str(result.video), "settings": result.config.read_text()}
 
 
-def first_frame(video: str) -> np.ndarray:
-    """The first frame of ``video`` (uint8 RGB), to click the speaker on."""
+def first_frame(video: str) -> tuple[np.ndarray, list[tuple[float, float, float, float]]]:
+    """The first frame of ``video`` (uint8 RGB), to click the speaker on, and the faces found in it."""
     from pipeline.dub import check_source
+    from pipeline.face_follow import faces_in
     from pipeline.video_io import read_video_frames
 
     check_source(video)
     for frame in read_video_frames(video):
-        return frame
+        return frame, faces_in(frame)
     raise InputError(f"{video} has no frames", "give a video of the person speaking")
+
+
+def marked_faces(frame: np.ndarray, boxes: list, point: tuple[float, float] | None) -> np.ndarray:
+    """``frame`` with its faces outlined: the one the dub will follow (the clicked one, else the largest)
+    in green and named, the others in white; the clicked point as a dot."""
+    import cv2
+
+    from pipeline.face_follow import speaker_box
+
+    shown = frame.copy()
+    chosen = speaker_box(boxes, point)
+    thick = max(2, round(max(frame.shape[:2]) / 300))
+    for box in boxes:
+        x0, y0, x1, y1 = (round(v) for v in box)
+        colour = (40, 220, 80) if box == chosen else (255, 255, 255)
+        cv2.rectangle(shown, (x0, y0), (x1, y1), colour, thick * (2 if box == chosen else 1))
+        if box == chosen:
+            label = "speaker (clicked)" if point is not None else "speaker (largest face)"
+            scale = max(0.5, (x1 - x0) / 300)
+            cv2.putText(shown, label, (x0, max(0, y0 - 8)), cv2.FONT_HERSHEY_SIMPLEX, scale, colour, thick)
+    if point is not None:
+        cv2.circle(shown, (round(point[0]), round(point[1])), thick * 3, (255, 64, 64), -1)
+    return shown
 
 
 def run_dub(
