@@ -112,13 +112,18 @@ def steps(page, data: Path, workspace: Path, out: Path, only: str, url: str) -> 
         two = two_speakers(data, workspace / "two_speakers.mp4")
         page.set_files('input[type=file][accept*=".mp4"]', 0, two)
         page.wait_for(
-            "[...document.querySelectorAll('img')].some(i => i.offsetParent !== null && i.naturalWidth > 0)",
+            "(() => { const i = document.querySelector('#speaker-frame img');"
+            " return !!i && i.naturalWidth > 0; })()",
             120,
         )
         time.sleep(1)
         page.screenshot(out / "tab_dub_first_frame.png")
-        page.click_at("img", 0.75, 0.45)  # the person on the right speaks
+        page.click_at("#speaker-frame img", 0.75, 0.45)  # the person on the right speaks
+        page.wait_for(
+            "document.querySelector('#speaker-point textarea, #speaker-point input').value !== ''", 30
+        )
         time.sleep(2)
+        page.screenshot(out / "tab_dub_clicked.png")
         page.set_files('input[type=file][accept*="audio/"]', 0, en_speech)
         time.sleep(3)
         click(page, "Dub the video")
@@ -129,7 +134,7 @@ def steps(page, data: Path, workspace: Path, out: Path, only: str, url: str) -> 
         page.wait_for(RUNNING, 60)
         time.sleep(1)
         page.screenshot(out / "tab_dub_after_reload.png")
-        page.wait_for(DONE_VIDEO, 900)
+        page.wait_for("/done in [0-9.]+ s: two_speakers.mp4/.test(document.body.innerText)", 900)
         time.sleep(2)
         page.screenshot(out / "tab_dub.png")
         print("dub done", flush=True)
@@ -206,6 +211,12 @@ def steps(page, data: Path, workspace: Path, out: Path, only: str, url: str) -> 
         )
         time.sleep(2)
         page.screenshot(out / "tab_batch.png")
+        page.js(
+            "[...document.querySelectorAll('button, span, div')].find(e => e.innerText"
+            " && e.innerText.trim().startsWith('Jobs on this server') && e.children.length <= 2).click()"
+        )
+        time.sleep(3)
+        page.screenshot(out / "jobs_on_this_server.png")
         print("batch done", flush=True)
 
 

@@ -405,8 +405,13 @@ def build_app(folders: Folders, tasks: TaskQueue | None = None) -> gr.Blocks:
                         label="First frame: click the speaker's face (default: the largest face)",
                         interactive=False,
                         height=300,
+                        elem_id="speaker-frame",
                     )
-                    d_face = gr.Textbox(label="Speaker point X,Y", placeholder="click the first frame")
+                    d_face = gr.Textbox(
+                        label="Speaker point X,Y",
+                        placeholder="click the first frame",
+                        elem_id="speaker-point",
+                    )
                     d_audio = gr.Audio(
                         label="New speech (upload or record)",
                         sources=["upload", "microphone"],
