@@ -14,6 +14,7 @@ import functools
 import html
 import inspect
 import os
+import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -28,6 +29,7 @@ from pipeline.ui.tasks import Task, TaskQueue
 MAX_FILE_SIZE = "500mb"
 TAB_NAMES = ("Photo -> video", "Dub a video", "Identities", "Batch")
 POLL_SECONDS = 0.5
+PLOT_SECONDS = 3.0
 HIDDEN = "hidden"  # Gradio's own overlay is not shown: the status line above each result says more
 
 CSS = """
@@ -261,21 +263,17 @@ def build_app(folders: Folders, tasks: TaskQueue | None = None) -> gr.Blocks:
     def train_view(task: Task, memo: dict) -> tuple:
         model, folder = task.details.get("model", ""), task.details.get("folder")
         live = [row for rows in task.curve().values() for row in rows]
-        saved = jobs.training_curve(Path(folder)) if folder else []
-        first = live[0]["step"] if live else float("inf")
-        rows = [row for row in saved if row["step"] < first] + live
-        held, loss = curves(rows, model)
-        changed = once(memo, "rows", len(rows))
+        now = time.monotonic()
+        plots = (gr.skip(), gr.skip())
+        # redrawn when rows came, at most every PLOT_SECONDS: a browser on the same machine draws each one
+        if "plotted" not in memo or (len(live) != memo["rows"] and now - memo["plotted"] >= PLOT_SECONDS):
+            saved = jobs.training_curve(Path(folder)) if folder else []  # from before a resumed run
+            first = live[0]["step"] if live else float("inf")
+            plots = curves([row for row in saved if row["step"] < first] + live, model)
+            memo["rows"], memo["plotted"] = len(live), now
         summary = once(memo, "summary", task.result.get("summary")) if task.state == "done" else gr.skip()
         table = once(memo, "table", identity_table()) if task.over else gr.skip()
-        skipped = isinstance(changed, type(gr.skip()))
-        return (
-            status(task),
-            summary,
-            gr.skip() if skipped else held,
-            gr.skip() if skipped else loss,
-            table,
-        )
+        return status(task), summary, *plots, table
 
     @_clear_errors
     def train(identity, model, preset):
