@@ -67,6 +67,7 @@ class Task:
     rows: dict[str, list[dict[str, float]]] = field(default_factory=dict)
     """Each training run's logged rows, in order (run name -> rows)."""
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
+    _ended: threading.Event = field(default_factory=threading.Event, repr=False)
 
     @property
     def running(self) -> bool:
@@ -207,10 +208,10 @@ class TaskQueue:
             )
 
     def wait(self, task: Task, timeout: float) -> Task:
-        """Return ``task`` when it is over or after ``timeout`` seconds."""
-        end = time.monotonic() + timeout
-        while not task.over and time.monotonic() < end:
-            time.sleep(0.05)
+        """Return ``task`` when it is over or after ``timeout`` seconds (a follower wakes no oftener: a
+        thread waking often takes the interpreter from the job's thread)."""
+        if not task.over:
+            task._ended.wait(timeout)
         return task
 
     def close(self) -> None:
@@ -244,6 +245,7 @@ class TaskQueue:
                 with task._lock:
                     task.stages.clear()
                 self._save(task)
+                task._ended.set()
 
     def _save(self, task: Task) -> None:
         try:
