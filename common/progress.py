@@ -19,7 +19,11 @@ from tqdm import tqdm
 
 
 class Follower(Protocol):
-    """Who follows a run: told of each bar's progress and of each training run's logged figures."""
+    """Who follows a run: told of each bar's progress and of each training run's logged figures.
+
+    :meth:`stage` and :meth:`figures` may raise to stop the run (the web page's Stop button): the exception
+    comes out where the run reports its progress, and unwinds it as Ctrl-C would.
+    """
 
     def stage(self, key: int, name: str, done: float, total: float | None, unit: str) -> None:
         """Bar ``key`` (unique while it lives) named ``name`` is at ``done`` of ``total``."""
@@ -66,14 +70,20 @@ class _Bar(tqdm):
         super().reset(total)
         self._tell()
 
+    def refresh(self, *args: Any, **kwargs: Any) -> None:
+        super().refresh(*args, **kwargs)
+        self._tell()
+
     def close(self) -> None:
         follower = getattr(self, "_follower", None)
-        if follower is not None:
-            self._tell()  # an iterated bar's count is final only now
-        self._follower = None
-        super().close()
-        if follower is not None:
-            follower.stage_ended(id(self))
+        try:
+            if follower is not None:
+                self._tell()  # an iterated bar's count is final only now
+        finally:
+            self._follower = None
+            super().close()
+            if follower is not None:
+                follower.stage_ended(id(self))
 
 
 def bar(

@@ -196,3 +196,60 @@ def test_the_speaker_to_follow_is_marked_the_largest_face_until_one_is_clicked()
     assert edge(clicked, small) == green and edge(clicked, big) == white
     assert tuple(int(v) for v in clicked[100, 300]) == (255, 64, 64)  # the clicked point
     assert (frame == 0).all()  # the decoded frame itself is left as it was
+
+
+def test_stop_drops_a_queued_job_and_unwinds_a_running_one_where_it_reports_progress(tmp_path):
+    import threading
+
+    from common.progress import bar
+
+    started, unwound, ran = threading.Event(), threading.Event(), []
+
+    def long(job):
+        started.set()
+        try:
+            for _ in bar(range(10_000), desc="frames", enabled=False):
+                threading.Event().wait(0.01)
+        finally:
+            unwound.set()
+        return {"video": "never"}
+
+    tasks = _queue(tmp_path)
+    running = tasks.submit("dub", "long", long)
+    waiting = tasks.submit("dub", "waiting", lambda job: ran.append(job) or {})
+    assert started.wait(10)
+    tasks.stop(waiting)
+    assert waiting.state == "stopped" and waiting.error == "stopped from the page before it started"
+    tasks.stop(running)
+    tasks.wait(running, 10)
+    assert running.state == "stopped" and running.error.startswith("stopped from the page")
+    assert unwound.is_set() and running.result == {}
+    after = tasks.submit("dub", "after", lambda job: {})  # the worker goes on with later jobs
+    tasks.wait(after, 10)
+    assert after.state == "done" and ran == []  # the dropped job never ran
+    tasks.close()
+
+
+def test_a_stopped_training_run_leaves_no_half_written_model(tmp_path, prepared):
+    import shutil
+
+    from pipeline.ui.jobs import run_train
+    from pipeline.workspace import Workspace
+
+    folders = Folders(tmp_path)
+    skip = shutil.ignore_patterns("renderers", "motion_model")
+    shutil.copytree(prepared.path, folders.identities / "synthetic", ignore=skip)
+    tasks = _queue(tmp_path)
+    task = tasks.submit("train", "t", lambda job: run_train(job, folders.identities, "synthetic", "motion"))
+    for _ in range(600):  # until the run has logged a step
+        if task.curve() or task.over:
+            break
+        tasks.wait(task, 0.1)
+    tasks.stop(task)
+    tasks.wait(task, 60)
+    assert task.state == "stopped", (task.state, task.error)
+    model = Workspace.open(folders.identities / "synthetic").motion_model_dir
+    # stopped before its first checkpoint (step 200 of the default run): nothing half-written is left
+    assert not (model / "model.safetensors").exists()
+    assert not [p for p in model.rglob("*") if ".tmp" in p.name]
+    tasks.close()

@@ -263,3 +263,28 @@ def test_a_batch_from_the_page_runs_the_good_rows_and_reports_the_bad(served, tm
     assert [Path(v).name for v in videos] == ["hopper.mp4"] and pick["value"].endswith("hopper.mp4")
     made = list((workspace / "results").glob("batch-*/hopper.mp4"))
     assert len(made) == 1 and made[0].stat().st_size > 10_000
+
+
+def test_stop_ends_a_running_job_with_a_message_and_no_video(served):
+    import time
+
+    from gradio_client import Client, handle_file
+
+    from pipeline.oneshot import demo_inputs
+
+    url, workspace = served
+    photo, speech, _ = demo_inputs()
+    client = Client(url, verbose=False)
+    inputs = (handle_file(str(photo)), handle_file(str(speech)), "", 512)
+    job = client.submit(*inputs, api_name="/photo_to_video")
+    for _ in range(300):  # until the page has queued it
+        if job.outputs():
+            break
+        time.sleep(0.1)
+    client.predict(api_name="/stop_photo")
+    status, video, _ = job.result(timeout=300)
+    assert "stopped from the page" in status, status
+    assert video in (None, {"__type__": "update"}), video  # no video is shown
+    folder = max((workspace / "results").glob("photo-*"), key=lambda p: p.stat().st_mtime)
+    assert not (folder / "talking.mp4").exists()
+    assert [p.name for p in folder.iterdir()] == ["task.json"]  # nothing half-written is left

@@ -98,6 +98,12 @@ def steps(page, data: Path, workspace: Path, out: Path, only: str, url: str) -> 
         page.wait_for("document.body.innerText.includes('portrait_woman.png')", 60)
         page.set_files('input[type=file][accept*="audio/"]', 0, en_speech)
         time.sleep(3)
+        click(page, "Make the video")  # started, then stopped
+        page.wait_for(RUNNING, 60)
+        click(page, "Stop")
+        page.wait_for("document.body.innerText.includes('stopped from the page')", 60)
+        time.sleep(1)
+        page.screenshot(out / "tab_photo_stopped.png")
         click(page, "Make the video")
         page.wait_for(RUNNING, 60)
         time.sleep(2)

@@ -92,6 +92,8 @@ def status_html(task: Task | None, ahead: int = 0) -> str:
             else "<progress></progress>"
         )
         where = html.escape(task.where() or "starting")
+        if task.stop_asked:
+            where += " · stopping where it next reports progress"
         body = f"{bar}<br>running {_minutes(task.seconds())} · {where}"
     elif task.state == "done":
         body = f'<span class="done">done in {task.seconds():.1f} s</span>: {title}'
@@ -351,6 +353,19 @@ def build_app(folders: Folders, tasks: TaskQueue | None = None) -> gr.Blocks:
         )
         yield from follow(task, batch_view, raise_error=True)
 
+    def stop_button(kind: str) -> gr.Button:
+        """A Stop button for the tab's latest job of ``kind`` (queued: dropped; running: stopped where it next
+        reports progress)."""
+
+        def stop():
+            task = tasks.latest(kind)
+            if task is not None:
+                tasks.stop(task)
+
+        button = gr.Button("Stop", variant="stop", size="sm", scale=1, min_width=80)
+        button.click(stop, None, None, api_name=f"stop_{kind}", show_progress=HIDDEN)
+        return button
+
     # every job of the server
     def job_rows():
         rows = []
@@ -375,7 +390,9 @@ def build_app(folders: Folders, tasks: TaskQueue | None = None) -> gr.Blocks:
                     )
                     p_text = gr.Textbox(label="Transcript (optional: sharper lip shapes)", lines=2)
                     p_size = gr.Dropdown([256, 384, 512, 768], value=512, label="Size (pixels, square)")
-                    p_run = gr.Button("Make the video", variant="primary")
+                    with gr.Row():
+                        p_run = gr.Button("Make the video", variant="primary", scale=4)
+                        stop_button("photo")
                 with gr.Column():
                     p_status = gr.HTML()
                     p_video = gr.Video(label="Result", interactive=False)
@@ -417,7 +434,9 @@ def build_app(folders: Folders, tasks: TaskQueue | None = None) -> gr.Blocks:
                     )
                     d_renderer = gr.Radio(["warp", "nerf", "diffusion"], value="warp", label="Renderer")
                     d_text = gr.Textbox(label="Transcript (optional)", lines=2)
-                    d_run = gr.Button("Dub the video", variant="primary")
+                    with gr.Row():
+                        d_run = gr.Button("Dub the video", variant="primary", scale=4)
+                        stop_button("dub")
                 with gr.Column():
                     d_status = gr.HTML()
                     with gr.Row():
@@ -447,7 +466,9 @@ def build_app(folders: Folders, tasks: TaskQueue | None = None) -> gr.Blocks:
                         label="Footage of one person", file_types=list(jobs.VIDEO_TYPES), type="filepath"
                     )
                     i_name = gr.Textbox(label="Identity name", placeholder="letters, digits, - and _")
-                    i_run = gr.Button("Prepare", variant="primary")
+                    with gr.Row():
+                        i_run = gr.Button("Prepare", variant="primary", scale=4)
+                        stop_button("prepare")
                     i_status = gr.HTML()
                     i_summary = gr.Markdown()
                 i_sheet = gr.Image(label="Report: contact sheet", interactive=False)
@@ -471,7 +492,9 @@ def build_app(folders: Folders, tasks: TaskQueue | None = None) -> gr.Blocks:
                         value="preview",
                         label="Preset (tiny: a check in seconds; full: the real run, hours on a GPU)",
                     )
-                    i_train = gr.Button("Train, or go on from the last checkpoint")
+                    with gr.Row():
+                        i_train = gr.Button("Train, or go on from the last checkpoint", scale=4)
+                        stop_button("train")
                     t_status = gr.HTML()
                     t_summary = gr.Markdown()
                 with gr.Column(scale=2):
@@ -488,7 +511,9 @@ def build_app(folders: Folders, tasks: TaskQueue | None = None) -> gr.Blocks:
                         type="filepath",
                     )
                     i_renderer = gr.Radio(["nerf", "diffusion"], value="nerf", label="Trained renderer")
-                    i_render = gr.Button("Render the speech", variant="primary")
+                    with gr.Row():
+                        i_render = gr.Button("Render the speech", variant="primary", scale=4)
+                        stop_button("render")
                     r_status = gr.HTML()
                 i_video_out = gr.Video(label="Rendered", interactive=False)
             gr.Markdown(
@@ -502,7 +527,9 @@ def build_app(folders: Folders, tasks: TaskQueue | None = None) -> gr.Blocks:
                     e_frames = gr.Number(
                         value=250, precision=0, minimum=1, label="Frames to measure, at most"
                     )
-                    e_run = gr.Button("Evaluate")
+                    with gr.Row():
+                        e_run = gr.Button("Evaluate", scale=4)
+                        stop_button("eval")
                     e_status = gr.HTML()
                 with gr.Column(scale=2):
                     e_summary = gr.Code(label="Report", language=None, max_lines=24, wrap_lines=True)
@@ -532,7 +559,9 @@ def build_app(folders: Folders, tasks: TaskQueue | None = None) -> gr.Blocks:
                 "batch section. Give absolute paths in it: the uploaded file is not beside your inputs."
             )
             b_manifest = gr.File(label="Manifest", file_types=list(jobs.MANIFEST_TYPES), type="filepath")
-            b_run = gr.Button("Run the batch", variant="primary")
+            with gr.Row():
+                b_run = gr.Button("Run the batch", variant="primary", scale=4)
+                stop_button("batch")
             b_status = gr.HTML()
             b_table = gr.Dataframe(headers=jobs.BATCH_COLUMNS, interactive=False)
             b_summary = gr.Markdown()

@@ -31,6 +31,11 @@ TASK_FILE = "task.json"
 FINISHED = ("done", "failed", "stopped")
 
 
+class JobStopped(KeyboardInterrupt):
+    """Raised in a running job where it next reports progress, after its Stop button: it unwinds the job as
+    Ctrl-C does (temporary files removed, a training run's last checkpoint kept)."""
+
+
 @dataclass
 class Stage:
     """One live progress bar or named stage of a running job."""
@@ -66,6 +71,7 @@ class Task:
     """The live bars and stages, outermost first."""
     rows: dict[str, list[dict[str, float]]] = field(default_factory=dict)
     """Each training run's logged rows, in order (run name -> rows)."""
+    stop_asked: bool = False
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _ended: threading.Event = field(default_factory=threading.Event, repr=False)
 
@@ -104,6 +110,8 @@ class Task:
 
     # what common.progress tells a running job
     def stage(self, key: int, name: str, done: float, total: float | None, unit: str) -> None:
+        if self.stop_asked:
+            raise JobStopped
         with self._lock:
             self.stages[key] = Stage(name, done, total, unit)
 
@@ -112,6 +120,8 @@ class Task:
             self.stages.pop(key, None)
 
     def figures(self, run: str, row: dict[str, float]) -> None:
+        if self.stop_asked:
+            raise JobStopped
         with self._lock:
             self.rows.setdefault(run, []).append({key: float(value) for key, value in row.items()})
 
@@ -214,6 +224,20 @@ class TaskQueue:
             task._ended.wait(timeout)
         return task
 
+    def stop(self, task: Task) -> None:
+        """Stop ``task``: a queued one at once, a running one where it next reports its progress."""
+        with self._lock:
+            if task.state == "queued":
+                task.state, task.finished = "stopped", time.time()
+                task.error = "stopped from the page before it started"
+            elif task.state == "running":
+                task.stop_asked = True
+                return
+            else:
+                return
+        self._save(task)
+        task._ended.set()
+
     def close(self) -> None:
         """Stop the workers after their current jobs (queued ones are left queued)."""
         for _ in self._threads:
@@ -226,12 +250,21 @@ class TaskQueue:
             torch.cuda.set_device(index)  # this thread's CUDA work goes to its own GPU
         while (item := self._todo.get()) is not None:
             task, run, uploads = item
-            task.state, task.started = "running", time.time()
+            with self._lock:
+                if task.state != "queued":  # stopped while it waited
+                    continue
+                task.state, task.started = "running", time.time()
             self._save(task)
             try:
                 with following(task):
                     result = run(task.folder)
                 task.result, task.state = result, "done"
+            except JobStopped:
+                task.error = (
+                    "stopped from the page; what it finished is kept (a training run goes on from its last "
+                    "checkpoint when run again)"
+                )
+                task.state = "stopped"
             except UserError as err:
                 task.error, task.state = _named(err.message, uploads), "failed"
             except Exception as err:
