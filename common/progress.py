@@ -75,15 +75,11 @@ class _Bar(tqdm):
         self._tell()
 
     def close(self) -> None:
-        follower = getattr(self, "_follower", None)
-        try:
-            if follower is not None:
-                self._tell()  # an iterated bar's count is final only now
-        finally:
-            self._follower = None
-            super().close()
-            if follower is not None:
-                follower.stage_ended(id(self))
+        # no last report here: close also runs while a stop unwinds the run, and when the bar is collected
+        follower, self._follower = getattr(self, "_follower", None), None
+        super().close()
+        if follower is not None:
+            follower.stage_ended(id(self))
 
 
 def bar(

@@ -36,6 +36,7 @@ CSS = """
 .tp-status progress { width: 100%; height: 0.9em; }
 .tp-status .failed { color: #b91c1c; font-weight: 600; }
 .tp-status .done { color: #15803d; }
+.tp-status .stopped { color: #b45309; font-weight: 600; }
 """
 
 
@@ -98,7 +99,7 @@ def status_html(task: Task | None, ahead: int = 0) -> str:
     elif task.state == "done":
         body = f'<span class="done">done in {task.seconds():.1f} s</span>: {title}'
     else:
-        body = f'<span class="failed">{html.escape(task.error or task.state)}</span>'
+        body = f'<span class="{task.state}">{html.escape(task.error or task.state)}</span>'
     return f'<div class="tp-status">{body}</div>'
 
 

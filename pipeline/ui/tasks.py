@@ -260,10 +260,8 @@ class TaskQueue:
                     result = run(task.folder)
                 task.result, task.state = result, "done"
             except JobStopped:
-                task.error = (
-                    "stopped from the page; what it finished is kept (a training run goes on from its last "
-                    "checkpoint when run again)"
-                )
+                again = "; run it again to go on from its last checkpoint" if task.kind == "train" else ""
+                task.error = f"stopped from the page{again}"
                 task.state = "stopped"
             except UserError as err:
                 task.error, task.state = _named(err.message, uploads), "failed"
