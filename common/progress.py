@@ -95,21 +95,11 @@ def bar(
     """A progress bar over ``iterable`` (or one updated by hand): on stderr when ``enabled``; reported to the
     thread's follower whether shown or not."""
     follower = _follower.get()
+    settings = dict(total=total, desc=desc, unit=unit, initial=initial, leave=leave)
     if follower is None:
-        shown = dict(total=total, desc=desc, unit=unit, initial=initial, leave=leave)
-        return tqdm(iterable, disable=not enabled, **shown)
-    stream = None if enabled else _Nowhere()
-    return _Bar(
-        iterable,
-        total=total,
-        desc=desc,
-        unit=unit,
-        initial=initial,
-        leave=leave,
-        file=stream,
-        mininterval=0.1 if enabled else 0.25,
-        follower=follower,
-    )
+        return tqdm(iterable, disable=not enabled, **settings)
+    hidden = {} if enabled else dict(file=_Nowhere(), mininterval=0.25)
+    return _Bar(iterable, follower=follower, **settings, **hidden)
 
 
 def figures(run: str, row: dict[str, float]) -> None:

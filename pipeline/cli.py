@@ -260,21 +260,16 @@ def _run_train(args: argparse.Namespace) -> int:
 
 def _train_motion(people: list, args: argparse.Namespace) -> int:
     """``train --motion``: each identity's own audio-to-mouth model, into its ``motion_model`` folder."""
-    from common.config import CONFIG_DIR
-    from pipeline.motion_training import MotionTrainConfig, train_motion_model
+    from pipeline.motion_training import MotionTrainConfig, heldout_line, preset_file, train_motion_model
 
-    preset = f"motion_{args.preset}.yaml"  # a motion preset where one exists (tiny), else the defaults
-    given = args.config or (preset if (CONFIG_DIR / preset).is_file() else None)
+    given = args.config or preset_file(args.preset)
     config = _config_from_args(MotionTrainConfig, argparse.Namespace(config=given, set=args.set), ())
     for ws in people:
         out = Path(args.out) if args.out and len(people) == 1 else ws.motion_model_dir
         _check_train_out(out, [ws.path] if out != ws.motion_model_dir else [])
         figures = train_motion_model(ws, out, config, progress=not args.quiet)
-        print(
-            f"trained the motion model of {ws.name} in {figures['seconds']:.1f} s -> {out}\n"
-            f"  held-out mouth-opening correlation: {figures['heldout_opening_r']:.2f} "
-            f"(generic: {figures['generic_opening_r']:.2f})"
-        )
+        took = f"{figures['seconds']:.1f} s"
+        print(f"trained the motion model of {ws.name} in {took} -> {out}\n  {heldout_line(figures)}")
     return 0
 
 
@@ -357,11 +352,7 @@ def _run_dub(args: argparse.Namespace) -> int:
         progress=not args.quiet,
     )
     took = time.perf_counter() - start
-    through = f", {result.passed_through} passed through unchanged" if result.passed_through else ""
-    print(
-        f"wrote {result.video} ({result.num_frames} frames from {result.source_frames} source frames"
-        f"{through}; {result.renderer}; mouth by {result.mouth_by}; {took:.1f} s); config {result.config}"
-    )
+    print(f"wrote {result.video} ({result.summary}; {took:.1f} s); config {result.config}")
     return 0
 
 

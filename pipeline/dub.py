@@ -283,6 +283,16 @@ class DubResult:
     mouth_by: str = "the generic model"
     """Whose motion model made the mouth: "the generic model" or "NAME's own model"."""
 
+    @property
+    def summary(self) -> str:
+        """Frames made, from how many source frames (and how many passed through), the renderer, and whose
+        model made the mouth: the line the CLI and the web page show."""
+        through = f", {self.passed_through} passed through unchanged" if self.passed_through else ""
+        return (
+            f"{self.num_frames} frames from {self.source_frames} source frames{through}; {self.renderer}; "
+            f"mouth by {self.mouth_by}"
+        )
+
 
 def resolve_renderer(name: str) -> str:
     """``auto`` as the renderer it stands for on this machine; other names checked against the registry."""

@@ -265,6 +265,22 @@ def heldout_figures(
     }
 
 
+def preset_file(preset: str) -> Path | None:
+    """``configs/motion_PRESET.yaml`` where that preset exists (tiny), else None: the defaults."""
+    from common.config import CONFIG_DIR
+
+    path = CONFIG_DIR / f"motion_{preset}.yaml"
+    return path if path.is_file() else None
+
+
+def heldout_line(figures: dict[str, Any]) -> str:
+    """A trained model's held-out figure beside the generic stage's, as the CLI and the web page show it."""
+    return (
+        f"held-out mouth-opening correlation: {figures['heldout_opening_r']:.2f} "
+        f"(generic: {figures['generic_opening_r']:.2f})"
+    )
+
+
 def train_motion_model(
     ws: Workspace, out: Path, config: MotionTrainConfig | None = None, progress: bool = False
 ) -> dict[str, Any]:

@@ -210,10 +210,13 @@ class Workspace:
     def has_motion_model(self) -> bool:
         return (self.motion_model_dir / "model.safetensors").is_file()
 
+    def has_trained_renderer(self, renderer: str) -> bool:
+        return (self.renderer_dir(renderer) / "model.safetensors").is_file()
+
     def trained_renderer_dir(self, renderer: str) -> Path:
         """:meth:`renderer_dir` when a trained renderer is there, else an error saying how to train it."""
         directory = self.renderer_dir(renderer)
-        if not (directory / "model.safetensors").is_file():
+        if not self.has_trained_renderer(renderer):
             raise InputError(
                 f"identity {self.name!r} has no trained {renderer} renderer ({directory} is empty)",
                 f"train it first: talking-portrait train --identity {self.name} --renderer {renderer}",

@@ -126,12 +126,7 @@ class TrainingLog:
             for old in self.events.glob("events.out.tfevents.*"):
                 old.unlink()
         elif self.csv.is_file():
-            cols = read_log(self.csv)
-            self.written = [
-                {k: float(v[i]) for k, v in cols.items() if np.isfinite(v[i])}
-                for i in range(len(cols["step"]))
-                if cols["step"][i] <= resume_step
-            ]
+            self.written = [row for row in read_log_rows(self.csv) if row["step"] <= resume_step]
         self.rows: list[dict[str, float]] = []
         self._writer = None
 
@@ -162,6 +157,13 @@ def read_log(path: Path) -> dict[str, np.ndarray]:
     header = lines[0].split(",")
     values = np.array([[float(v) for v in line.split(",")] for line in lines[1:]]) if len(lines) > 1 else None
     return {h: (values[:, i] if values is not None else np.zeros(0)) for i, h in enumerate(header)}
+
+
+def read_log_rows(path: Path) -> list[dict[str, float]]:
+    """The rows of a CSV training log, each with the columns it has a value in (held-out figures only on
+    evaluation steps)."""
+    cols = read_log(path)
+    return [{k: float(v[i]) for k, v in cols.items() if np.isfinite(v[i])} for i in range(len(cols["step"]))]
 
 
 def plot_curves(log_path: Path, out_path: Path, title: str) -> None:

@@ -24,7 +24,7 @@ import gradio as gr
 from common.errors import InputError, UserError
 from pipeline.ui import jobs
 from pipeline.ui.jobs import Folders
-from pipeline.ui.tasks import Task, TaskQueue
+from pipeline.ui.tasks import Task, TaskQueue, named_uploads
 
 MAX_FILE_SIZE = "500mb"
 TAB_NAMES = ("Photo -> video", "Dub a video", "Identities", "Batch")
@@ -45,11 +45,8 @@ def _clear_errors(fn):
     file named as the user named it rather than by its path in the server's upload cache."""
 
     def shown(err: UserError, args: tuple) -> gr.Error:
-        message = err.message
-        for arg in args:
-            if isinstance(arg, str) and len(arg) > 1 and Path(arg).is_file():
-                message = message.replace(arg, Path(arg).name)
-        return gr.Error(message, duration=None, print_exception=False)
+        uploads = [arg for arg in args if isinstance(arg, str) and Path(arg).is_file()]
+        return gr.Error(named_uploads(err.message, uploads), duration=None, print_exception=False)
 
     if inspect.isgeneratorfunction(fn):
 

@@ -156,12 +156,7 @@ def run_dub(
     config = DubConfig(renderer=renderer, face=face)
     text = transcript.strip() or None
     result = dub(video, audio, job / "dubbed.mp4", config=config, transcript=text, workspace=identities)
-    through = f", {result.passed_through} passed through unchanged" if result.passed_through else ""
-    summary = (
-        f"{result.num_frames} frames from {result.source_frames} source frames{through}; "
-        f"renderer {result.renderer}; mouth by {result.mouth_by}"
-    )
-    return {"video": str(result.video), "summary": summary}
+    return {"video": str(result.video), "summary": result.summary}
 
 
 IDENTITY_COLUMNS = ["identity", "frames", "motion model", "nerf", "diffusion"]
@@ -181,10 +176,7 @@ def list_identities(identities: Path) -> list[list[str]]:
             ws = Workspace.open(path)
             frames = str(ws.info.get("num_frames", "")) if ws.step_done("report") else "preparing"
             motion = "trained" if ws.has_motion_model() else "-"
-            trained = [
-                "trained" if (ws.renderer_dir(r) / "model.safetensors").is_file() else "-"
-                for r in ("nerf", "diffusion")
-            ]
+            trained = ["trained" if ws.has_trained_renderer(r) else "-" for r in ("nerf", "diffusion")]
             rows.append([path.name, frames, motion, *trained])
         except Exception as err:
             rows.append([path.name, f"unreadable: {err}", "?", "?", "?"])
@@ -233,14 +225,12 @@ def run_train(
     ws.require_intact()
     start = time.perf_counter()
     if model == "motion":
-        from pipeline.motion_training import MotionTrainConfig, train_motion_model
+        from pipeline.motion_training import MotionTrainConfig, heldout_line, preset_file, train_motion_model
 
-        file = CONFIG_DIR / f"motion_{preset}.yaml"  # a motion preset where one exists (tiny), else defaults
-        config = load_config(MotionTrainConfig, file if file.is_file() else None)
+        config = load_config(MotionTrainConfig, preset_file(preset))
         figures = train_motion_model(ws, ws.motion_model_dir, config)
         summary = (
-            f"trained the motion model of {identity} in {figures['seconds']:.1f} s; held-out mouth-opening "
-            f"correlation {figures['heldout_opening_r']:.2f} (generic: {figures['generic_opening_r']:.2f})"
+            f"trained the motion model of {identity} in {figures['seconds']:.1f} s; {heldout_line(figures)}"
         )
         return {"summary": summary, "model": str(ws.motion_model_dir)}
     from renderers import registry
@@ -265,20 +255,15 @@ def _last_held_out(folder: Path, model: str) -> str:
 
 def training_curve(folder: Path) -> list[dict[str, float]]:
     """The rows of ``folder``'s ``train_log.csv`` (none when it has not logged yet)."""
-    from renderers.training import read_log
+    from renderers.training import read_log_rows
 
     path = folder / "train_log.csv"
     if not path.is_file():
         return []
     try:
-        columns = read_log(path)
+        return read_log_rows(path)
     except (OSError, ValueError):
         return []  # being rewritten: the next look finds it whole
-    names = list(columns)
-    return [
-        {name: float(columns[name][i]) for name in names if np.isfinite(columns[name][i])}
-        for i in range(len(columns["step"]))
-    ]
 
 
 def run_render(

@@ -142,7 +142,7 @@ class Task:
         return {key: getattr(self, key) for key in keys}
 
 
-def _named(message: str, uploads: Sequence[str]) -> str:
+def named_uploads(message: str, uploads: Sequence[str]) -> str:
     """``message`` with each uploaded file named as the user named it, not by its path in the server's upload
     cache."""
     for path in uploads:
@@ -264,10 +264,10 @@ class TaskQueue:
                 task.error = f"stopped from the page{again}"
                 task.state = "stopped"
             except UserError as err:
-                task.error, task.state = _named(err.message, uploads), "failed"
+                task.error, task.state = named_uploads(err.message, uploads), "failed"
             except Exception as err:
                 log.exception("page job %s failed", task.id)
-                task.error = _named(
+                task.error = named_uploads(
                     f"the job failed: {type(err).__name__}: {err} (the server's log has details)", uploads
                 )
                 task.state = "failed"
