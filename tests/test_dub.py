@@ -4,6 +4,7 @@ on synthetic footage (length, size, rotation, faces, frames without a face, bad 
 from __future__ import annotations
 
 import subprocess
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -385,6 +386,11 @@ def test_eval_dub_measures_the_held_out_footage(prepared, tmp_path, capsys):
     assert "mouth-opening correlation" in capsys.readouterr().out
 
 
+def _written_chunk(path: Path) -> bool:
+    """A chunk file in place, not one still being written (those are hidden `.NNNNN.PID.tmp.npz`)."""
+    return path.suffix == ".npz" and not path.name.startswith(".")
+
+
 @pytest.mark.slow
 def test_killed_dub_goes_on_where_it_stopped(footage, speech_6s, tmp_path):
     """SIGTERM while dub prepares the video as an identity: exit 143, no video; the next dub keeps the
@@ -403,10 +409,10 @@ def test_killed_dub_goes_on_where_it_stopped(footage, speech_6s, tmp_path):
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
     deadline = time.monotonic() + 240
     while proc.poll() is None and time.monotonic() < deadline:
-        if chunks.is_dir() and any(p.suffix == ".npz" for p in chunks.iterdir()):
+        if chunks.is_dir() and any(map(_written_chunk, chunks.iterdir())):
             break
         time.sleep(0.02)
-    first = sorted(p for p in chunks.iterdir() if p.suffix == ".npz")[0]
+    first = sorted(filter(_written_chunk, chunks.iterdir()))[0]
     written = first.stat().st_mtime_ns
     proc.send_signal(signal.SIGTERM)
     assert proc.wait(60) == 143
