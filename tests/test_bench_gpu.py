@@ -20,7 +20,7 @@ STAGES = ["kernels", "tests", "diffusion", "identity", "nerf_train", "nerf_speed
 def test_cpu_run_records_every_stage_with_figures(tmp_path, capsys):
     out = tmp_path / "bench"
     hashgrid_tests = str(REPO / "tests" / "test_hashgrid.py")  # one GPU test: its collection is quick
-    code = main(["bench", "gpu", "--device", "cpu", "--minutes", "0.5", "--out", str(out),
+    code = main(["bench", "gpu", "--device", "cpu", "--minutes", "0.1", "--out", str(out),
                  "--tests", hashgrid_tests])  # fmt: skip
     assert code == 0
     report = json.loads((out / "report.json").read_text())

@@ -80,6 +80,8 @@ class GpuBenchPlan:
     """Side of the generated clip and of the workspace frames."""
     clip_seconds: float
     """Length of the generated clip (the demo speech, 10.9 s, cut to it)."""
+    dub_seconds: float
+    """Length of the speech the dub stage puts in the clip (the demo speech cut to it)."""
     prepare_overrides: tuple[str, ...]
     """``key=value`` settings of :class:`pipeline.prepare.PrepareConfig` beyond ``size``."""
     render_resolution: int
@@ -108,6 +110,7 @@ PLANS = {
         tests_timeout=180.0,
         size=512,
         clip_seconds=11.0,
+        dub_seconds=11.0,
         prepare_overrides=(),
         render_resolution=512,
         render_frames=25,
@@ -126,6 +129,7 @@ PLANS = {
         tests_timeout=120.0,
         size=128,
         clip_seconds=3.0,
+        dub_seconds=2.0,
         prepare_overrides=("crop_samples=8", "background_samples=8", "fit.iterations=100"),
         render_resolution=32,
         render_frames=2,
@@ -307,19 +311,30 @@ def paint_speed(plan: GpuBenchPlan, device) -> dict[str, Any]:
     }
 
 
+def demo_speech(path: Path, seconds: float) -> tuple[Path, str | None]:
+    """The demo speech and its transcript; cut to its first ``seconds`` (written to ``path``, without the
+    transcript, which covers the whole) when it is longer."""
+    from motion.audio import Audio, load_audio
+    from pipeline.oneshot import demo_inputs
+    from pipeline.prepare import write_wav
+
+    _, speech, transcript = demo_inputs()
+    audio = load_audio(speech)
+    keep = int(seconds * audio.rate)
+    if keep >= len(audio.samples):
+        return speech, transcript
+    path.parent.mkdir(parents=True, exist_ok=True)
+    write_wav(path, Audio(audio.samples[:keep], audio.rate))
+    return path, None
+
+
 def generate_clip(folder: Path, plan: GpuBenchPlan) -> tuple[Path, dict[str, Any]]:
     """The demo portrait saying the demo speech (cut to ``plan.clip_seconds``), made by ``generate`` with the
     warp renderer at ``plan.size``; returns the clip and what it is."""
-    from motion.audio import Audio, load_audio
     from pipeline.oneshot import GenerateConfig, demo_inputs, generate
-    from pipeline.prepare import write_wav
 
-    photo, speech, transcript = demo_inputs()
-    audio = load_audio(speech)
-    keep = int(plan.clip_seconds * audio.rate)
-    if keep < len(audio.samples):  # the transcript covers the whole clip only
-        speech, transcript = folder / "speech.wav", None
-        write_wav(speech, Audio(audio.samples[:keep], audio.rate))
+    photo = demo_inputs()[0]
+    speech, transcript = demo_speech(folder / "speech.wav", plan.clip_seconds)
     start = time.perf_counter()
     made = generate(
         photo, speech, folder / "clip.mp4", transcript=transcript, config=GenerateConfig(size=plan.size)
@@ -449,16 +464,15 @@ EVAL_FIGURES = (
 
 
 def dub_with_nerf(ws, plan: GpuBenchPlan, out: Path) -> dict[str, Any]:
-    """``dub --renderer nerf`` of ``ws``'s own clip with the demo speech, through the NeRF just trained (used
-    as it is), then ``eval --dub`` on the held-out end; their figures."""
+    """``dub --renderer nerf`` of ``ws``'s own clip with the demo speech (cut to ``plan.dub_seconds``),
+    through the NeRF just trained (used as it is), then ``eval --dub`` on the held-out end; their figures."""
     from common.config import load_config
     from pipeline.dub import DubConfig, dub
     from pipeline.evaluate_dub import evaluate_dub
-    from pipeline.oneshot import demo_inputs
     from pipeline.prepare import PrepareConfig
 
     video = Path(ws.info["source"]["path"])
-    _, speech, transcript = demo_inputs()
+    speech, transcript = demo_speech(out / "dub" / "speech.wav", plan.dub_seconds)
     config = DubConfig(
         renderer="nerf",
         identity=ws.name,
