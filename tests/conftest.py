@@ -55,6 +55,18 @@ def demo_speech() -> Path:
 
 
 @pytest.fixture(scope="session")
+def speech_2s(tmp_path_factory, demo_speech) -> Path:
+    """The first 2 s of the demo speech: for runs whose time goes with the speech's length."""
+    from motion.audio import Audio, load_audio
+    from pipeline.prepare import write_wav
+
+    speech = load_audio(demo_speech)
+    path = tmp_path_factory.mktemp("speech_2s") / "speech.wav"
+    write_wav(path, Audio(speech.samples[: 2 * speech.rate], speech.rate))
+    return path
+
+
+@pytest.fixture(scope="session")
 def portrait_path() -> Path:
     """A real portrait photo that ships with matplotlib (Grace Hopper)."""
     import matplotlib

@@ -327,7 +327,7 @@ def test_two_dubs_of_one_video_prepare_and_train_its_identity_once(media, tmp_pa
     )  # fmt: skip
     root, ids = tmp_path / "out", tmp_path / "ids"
     result = run_batch(
-        manifest, root, workers=2, sets=["dub.prepare.size=256"], workspace=ids, progress=False,
+        manifest, root, workers=2, sets=["dub.prepare.size=128"], workspace=ids, progress=False,
         echo=lambda s: None,
     )  # fmt: skip
     assert result.exit_code == 0, result.jobs

@@ -307,7 +307,7 @@ def test_bad_input_exits_2_with_one_error_line_and_no_output(case, footage, spee
 
 
 @pytest.mark.slow
-def test_trained_dub_prepares_trains_and_goes_on_where_it_stopped(footage, speech_6s, tmp_path):
+def test_trained_dub_prepares_trains_and_goes_on_where_it_stopped(footage, speech_2s, tmp_path):
     """The nerf path on the tiny preset: a run stopped part-way through training goes on from its
     checkpoint at the next dub, and the preparation is not redone."""
     import json
@@ -319,25 +319,25 @@ def test_trained_dub_prepares_trains_and_goes_on_where_it_stopped(footage, speec
               "--set", "prepare.size=128", "--set", "prepare.chunk_size=32"]  # fmt: skip
     first = tmp_path / "first.mp4"
     # the first run's training stops at step 20 of 40 (as a killed run would have left it)
-    assert _dub(footage.path, speech_6s, first, *common, "--set", "train_seconds=0.001") == 0
+    assert _dub(footage.path, speech_2s, first, *common, "--set", "train_seconds=0.001") == 0
     ws = root / identity_name(footage.path)
     state = json.loads((ws / "renderers" / "nerf" / "training_state.json").read_text())
     assert 0 < state["step"] < 40
     prepared = json.loads((ws / "identity.json").read_text())["timings"]
     second = tmp_path / "second.mp4"
-    assert _dub(footage.path, speech_6s, second, *common) == 0
+    assert _dub(footage.path, speech_2s, second, *common) == 0
     state = json.loads((ws / "renderers" / "nerf" / "training_state.json").read_text())
     assert state["step"] == 40
     assert json.loads((ws / "identity.json").read_text())["timings"] == prepared
     info, source = probe_video(second), probe_video(footage.path)
     assert (info.width, info.height) == (source.width, source.height)
     # the renderer's lower face is pasted in (the tiny preset paints a rough one: it shows)
-    got = np.stack(list(read_video_frames(second))[:40]).astype(int)
-    real = np.stack(list(read_video_frames(footage.path))[:40]).astype(int)
+    got = np.stack(list(read_video_frames(second))).astype(int)
+    real = np.stack(list(read_video_frames(footage.path))[: len(got)]).astype(int)
     diff = np.abs(got - real).max(3)
     mouth_y, eyes_y = int(np.median(footage.points[:, 13, 1])), int(np.median(footage.points[:, 159, 1]))
     assert diff[:, mouth_y - 10 : mouth_y + 20].mean() > 3 * diff[:, : eyes_y - 5].mean()
-    assert info.num_frames == round(6.0 * source.fps) or info.num_frames == round(6.0 * 25)
+    assert info.num_frames == round(2.0 * source.fps) or info.num_frames == round(2.0 * 25)
 
 
 def test_own_mouth_keeps_upper_teeth_on_the_upper_lip(face_points):
@@ -392,7 +392,7 @@ def _written_chunk(path: Path) -> bool:
 
 
 @pytest.mark.slow
-def test_killed_dub_goes_on_where_it_stopped(footage, speech_6s, tmp_path):
+def test_killed_dub_goes_on_where_it_stopped(footage, speech_2s, tmp_path):
     """SIGTERM while dub prepares the video as an identity: exit 143, no video; the next dub keeps the
     chunks already written and goes on from there to a trained renderer and the video."""
     import signal
@@ -402,7 +402,7 @@ def test_killed_dub_goes_on_where_it_stopped(footage, speech_6s, tmp_path):
     from pipeline.dub_trained import identity_name
 
     root, out = tmp_path / "ids", tmp_path / "out.mp4"
-    cmd = [sys.executable, "-m", "pipeline.cli", "dub", str(footage.path), "--audio", str(speech_6s),
+    cmd = [sys.executable, "-m", "pipeline.cli", "dub", str(footage.path), "--audio", str(speech_2s),
            "--out", str(out), "--renderer", "nerf", "--preset", "tiny", "--workspace", str(root), "-q",
            "--set", "prepare.size=128", "--set", "prepare.chunk_size=16", "--timeline", "cut"]  # fmt: skip
     chunks = root / identity_name(footage.path) / "chunks"

@@ -163,7 +163,7 @@ def _cli(*args: str) -> subprocess.CompletedProcess:
 
 @pytest.mark.slow
 def test_train_motion_cli_then_render_motion_and_generate_use_it(
-    prepared, tmp_path, portrait_path, demo_speech
+    prepared, tmp_path, portrait_path, speech_2s
 ):
     """``train --motion`` on a prepared identity; ``motion`` writes motion by its model (and by the generic
     one on request); ``generate --motion`` drives a photo with it."""
@@ -178,7 +178,7 @@ def test_train_motion_cli_then_render_motion_and_generate_use_it(
     prepared = Workspace.open(tmp_path / "ws" / prepared.path.name)
     root = str(prepared.path.parent)
     name = prepared.path.name
-    speech = str(demo_speech)
+    speech = str(speech_2s)
     done = _cli("train", "--identity", name, "--workspace", root, "--motion", "--preset", "tiny", "-q")
     assert done.returncode == 0, done.stderr
     assert "held-out mouth-opening correlation" in done.stdout
@@ -202,10 +202,10 @@ def test_train_motion_cli_then_render_motion_and_generate_use_it(
 
     own, generic = tmp_path / "own.npz", tmp_path / "generic.npz"
     done = _cli(
-        "motion", "--audio", str(demo_speech), "--out", str(own), "--identity", name, "--workspace", root
+        "motion", "--audio", str(speech_2s), "--out", str(own), "--identity", name, "--workspace", root
     )
     assert done.returncode == 0 and "own model" in done.stdout, done.stderr
-    done = _cli("motion", "--audio", str(demo_speech), "--out", str(generic), "--identity", name,
+    done = _cli("motion", "--audio", str(speech_2s), "--out", str(generic), "--identity", name,
                 "--workspace", root, "--set", "motion.model=generic")  # fmt: skip
     assert done.returncode == 0 and "generic model" in done.stdout, done.stderr
     a, b = MotionSequence.load(own), MotionSequence.load(generic)
@@ -213,7 +213,7 @@ def test_train_motion_cli_then_render_motion_and_generate_use_it(
     assert not np.allclose(a.expression[:, MOUTH_COLUMNS], b.expression[:, MOUTH_COLUMNS])
 
     video = tmp_path / "photo.mp4"
-    done = _cli("generate", "--image", str(portrait_path), "--audio", str(demo_speech), "--motion", str(own),
+    done = _cli("generate", "--image", str(portrait_path), "--audio", str(speech_2s), "--motion", str(own),
                 "--out", str(video), "-q", "--set", "size=256")  # fmt: skip
     assert done.returncode == 0, done.stderr
     from pipeline.video_io import probe_video
@@ -227,6 +227,6 @@ def test_train_motion_cli_then_render_motion_and_generate_use_it(
     done = _cli("generate", "--image", str(portrait_path), "--audio", speech, "--motion", str(short),
                 "--out", str(tmp_path / "x.mp4"), "-q")  # fmt: skip
     assert done.returncode == 2 and "--motion lasts" in done.stderr and not (tmp_path / "x.mp4").exists()
-    done = _cli("motion", "--audio", str(demo_speech), "--out", str(tmp_path / "y.npz"), "--set",
+    done = _cli("motion", "--audio", str(speech_2s), "--out", str(tmp_path / "y.npz"), "--set",
                 "motion.model=identity")  # fmt: skip
     assert done.returncode == 2 and "needs an identity" in done.stderr
