@@ -9,6 +9,8 @@ import pytest
 from common.errors import InputError
 from pipeline.cli import main
 from pipeline.ui.jobs import Folders, looks_like_image, need
+from pipeline.ui.workers import Job
+from tests import page_jobs
 
 
 def test_ui_without_gradio_says_how_to_install(monkeypatch, capsys):
@@ -42,102 +44,106 @@ def test_preview_only_for_pictures(tmp_path, portrait_path):
     assert not looks_like_image(fake)
 
 
-def _queue(tmp_path):
+@pytest.fixture
+def queue(tmp_path):
+    """A page's job queue over ``tmp_path`` (its worker process started), closed after the test."""
     from pipeline.ui.tasks import TaskQueue
 
     folders = Folders(tmp_path)
-    return TaskQueue(folders.results, folders.new_job, workers=1)
-
-
-def test_a_queued_job_runs_in_the_background_and_keeps_its_result(tmp_path):
-    tasks = _queue(tmp_path)
-    task = tasks.submit("photo", "a photo", lambda job: {"video": str(job / "v.mp4")}, details={"size": 256})
-    tasks.wait(task, 10)
-    assert task.state == "done" and task.error is None
-    assert task.result == {"video": str(task.folder / "v.mp4")}
-    assert task.folder.parent == tmp_path / "results"
-    assert tasks.latest("photo") is task and tasks.latest("dub") is None
+    tasks = TaskQueue(folders.results, folders.new_job, gpus=[None])
+    yield tasks
     tasks.close()
 
 
-def test_a_failed_job_shows_the_cli_message_with_the_uploads_own_names(tmp_path):
-    upload = tmp_path / "gradio-cache" / "abc123" / "portrait.jpg"
+def test_a_queued_job_runs_in_a_worker_process_and_keeps_its_result(tmp_path, queue):
+    import os
 
-    def bad(job):
-        raise InputError(f"{upload} is not an image", "give a photo")
+    task = queue.submit("photo", "a photo", Job(page_jobs.made), details={"size": 256})
+    where = queue.submit("photo", "where", Job(page_jobs.sees))
+    queue.wait(where, 60)
+    assert task.state == "done" and task.error is None
+    assert task.result == {"video": str(task.folder / "v.mp4")}
+    assert task.folder.parent == tmp_path / "results"
+    assert queue.latest("photo") is where and queue.latest("dub") is None
+    assert where.result["pid"] != os.getpid()  # not in the server's process
 
-    def broken(job):
-        raise RuntimeError("boom")
 
-    tasks = _queue(tmp_path)
-    failed = tasks.submit("photo", "bad", bad, uploads=[str(upload)])
-    crashed = tasks.submit("photo", "broken", broken)
-    tasks.wait(crashed, 10)
+def test_a_job_with_a_wrong_argument_is_refused_when_it_is_made():
+    with pytest.raises(TypeError):
+        Job(page_jobs.made, {"nmae": "x.mp4"})
+
+
+def test_a_failed_job_shows_the_cli_message_with_the_uploads_own_names(tmp_path, queue):
+    upload = str(tmp_path / "gradio-cache" / "abc123" / "portrait.jpg")
+    failed = queue.submit("photo", "bad", Job(page_jobs.bad_input, {"upload": upload}), uploads=[upload])
+    crashed = queue.submit("photo", "broken", Job(page_jobs.broken))
+    queue.wait(crashed, 60)
     assert failed.state == "failed"
     assert failed.error == "portrait.jpg is not an image. give a photo."
     assert crashed.state == "failed" and "RuntimeError: boom" in crashed.error
     assert "Traceback" not in crashed.error
-    tasks.close()
 
 
-def test_a_running_job_names_its_stage_and_count_and_logs_its_curve(tmp_path):
-    import threading
+def test_a_job_whose_process_dies_fails_and_the_next_job_gets_a_fresh_process(queue):
+    before = queue.submit("photo", "before", Job(page_jobs.sees))
+    died = queue.submit("photo", "dies", Job(page_jobs.crashes))
+    after = queue.submit("photo", "after", Job(page_jobs.sees))
+    queue.wait(after, 120)
+    assert died.state == "failed"
+    assert died.error == (
+        "the job's process ended unexpectedly: exit code 3; the next job starts a fresh one"
+    )
+    assert after.state == "done" and after.result["pid"] != before.result["pid"]
 
-    from common.progress import Stages, bar, figures
 
-    halfway, carry_on = threading.Event(), threading.Event()
+def test_each_worker_sees_only_its_own_gpu(tmp_path):
+    from pipeline.ui.tasks import TaskQueue
 
-    def job(folder):
-        stages = Stages()
-        stages.start("render")
-        frames = bar(total=10, desc="frames", unit="frame", enabled=False)
-        frames.update(4)
-        figures("motion model", {"step": 100, "loss": 0.3, "heldout_opening_r": 0.5})
-        halfway.set()
-        carry_on.wait(10)
-        frames.close()
-        stages.end()
-        return {}
+    folders = Folders(tmp_path)
+    tasks = TaskQueue(folders.results, folders.new_job, gpus=["3", "5"])
+    try:
+        seen = [tasks.submit("photo", f"job {i}", Job(page_jobs.sees)) for i in range(4)]
+        for task in seen:
+            tasks.wait(task, 60)
+        assert {task.result["gpu"] for task in seen} == {"3", "5"}  # two workers, each pinned
+    finally:
+        tasks.close()
 
-    tasks = _queue(tmp_path)
-    first = tasks.submit("train", "first", job)
-    second = tasks.submit("train", "second", lambda folder: {})
-    assert halfway.wait(10)
+
+def test_a_running_job_names_its_stage_and_count_and_logs_its_curve(tmp_path, queue):
+    release = tmp_path / "release"
+    first = queue.submit("train", "first", Job(page_jobs.halfway, {"release": str(release)}))
+    second = queue.submit("train", "second", Job(page_jobs.made))
+    assert page_jobs.wait_for(first.folder / "halfway")
+    for _ in range(100):  # the events come a moment after the file
+        if first.curve() and first.where() == "render › frames 4/10 frame":
+            break
+        queue.wait(first, 0.05)
     assert first.running and first.where() == "render › frames 4/10 frame"
     assert first.fraction() == 0.4
     assert first.curve() == {"motion model": [{"step": 100, "loss": 0.3, "heldout_opening_r": 0.5}]}
-    assert second.state == "queued" and tasks.ahead(second) == 0  # one at a time: it waits for the first
-    carry_on.set()
-    tasks.wait(second, 10)
+    assert second.state == "queued" and queue.ahead(second) == 0  # one at a time: it waits for the first
+    release.write_text("")
+    queue.wait(second, 60)
     assert first.state == second.state == "done" and first.where() == ""
-    tasks.close()
 
 
-def test_a_restarted_server_shows_earlier_jobs_and_names_the_one_it_stopped(tmp_path):
-    import threading
-
+def test_a_restarted_server_shows_earlier_jobs_and_names_the_one_it_stopped(tmp_path, queue):
     from pipeline.ui.tasks import TaskQueue
 
-    started, release = threading.Event(), threading.Event()
-
-    def long(job):
-        started.set()
-        release.wait(10)
-        return {}
-
-    tasks = _queue(tmp_path)
-    done = tasks.submit("photo", "made", lambda job: {"video": "v.mp4"})
-    tasks.wait(done, 10)
-    running = tasks.submit("dub", "cut short", long)
-    assert started.wait(10)
+    done = queue.submit("photo", "made", Job(page_jobs.made))
+    queue.wait(done, 60)
+    running = queue.submit("dub", "cut short", Job(page_jobs.blocked))
+    assert page_jobs.wait_for(running.folder / "started")
     # a second server over the same folder, as after a restart
-    again = TaskQueue(tmp_path / "results", Folders(tmp_path).new_job, workers=1)
-    assert again.get(done.id).state == "done" and again.get(done.id).result == {"video": "v.mp4"}
-    stopped = again.get(running.id)
-    assert stopped.state == "stopped" and "server stopped" in stopped.error
-    release.set()
-    tasks.close()
-    again.close()
+    again = TaskQueue(tmp_path / "results", Folders(tmp_path).new_job, gpus=[None])
+    try:
+        assert again.get(done.id).state == "done" and again.get(done.id).result == done.result
+        stopped = again.get(running.id)
+        assert stopped.state == "stopped" and "server stopped" in stopped.error
+    finally:
+        again.close()
+    queue.stop(running)
 
 
 def test_training_curve_reads_the_log_a_run_writes(tmp_path):
@@ -198,39 +204,41 @@ def test_the_speaker_to_follow_is_marked_the_largest_face_until_one_is_clicked()
     assert (frame == 0).all()  # the decoded frame itself is left as it was
 
 
-def test_stop_drops_a_queued_job_and_unwinds_a_running_one_where_it_reports_progress(tmp_path):
-    import threading
+@pytest.mark.parametrize("helper", [False, True], ids=["sleeping", "waiting-on-a-process"])
+def test_stop_drops_a_queued_job_and_unwinds_a_running_one_at_once(tmp_path, queue, helper):
+    """A running job blocked without a word of progress is unwound at once, as Ctrl-C does (its finally
+    blocks run), and a helper process it waits on is stopped with it."""
+    import os
+    import time
 
-    from common.progress import bar
-
-    started, unwound, ran = threading.Event(), threading.Event(), []
-
-    def long(job):
-        started.set()
-        try:
-            for _ in bar(range(10_000), desc="frames", enabled=False):
-                threading.Event().wait(0.01)
-        finally:
-            unwound.set()
-        return {"video": "never"}
-
-    tasks = _queue(tmp_path)
-    running = tasks.submit("dub", "long", long)
-    waiting = tasks.submit("dub", "waiting", lambda job: ran.append(job) or {})
-    assert started.wait(10)
-    tasks.stop(waiting)
+    running = queue.submit("dub", "long", Job(page_jobs.blocked, {"helper": helper}))
+    waiting = queue.submit("dub", "waiting", Job(page_jobs.made))
+    assert page_jobs.wait_for(running.folder / "started")
+    queue.stop(waiting)
     assert waiting.state == "stopped" and waiting.error == "stopped from the page before it started"
-    tasks.stop(running)
-    tasks.wait(running, 10)
-    assert running.state == "stopped" and running.error.startswith("stopped from the page")
-    assert unwound.is_set() and running.result == {}
-    after = tasks.submit("dub", "after", lambda job: {})  # the worker goes on with later jobs
-    tasks.wait(after, 10)
-    assert after.state == "done" and ran == []  # the dropped job never ran
-    tasks.close()
+    asked = time.monotonic()
+    queue.stop(running)
+    queue.wait(running, 30)
+    assert running.state == "stopped" and running.error == "stopped from the page"
+    assert time.monotonic() - asked < 10  # far less than STOP_GRACE_SECONDS: not killed, unwound
+    assert (running.folder / "unwound").exists() and running.result == {}
+    if helper:
+        pid = int((running.folder / "started").read_text())
+        for _ in range(100):
+            try:
+                os.kill(pid, 0)
+            except ProcessLookupError:
+                break
+            time.sleep(0.05)
+        else:
+            raise AssertionError("the job's helper process was left running")
+    after = queue.submit("dub", "after", Job(page_jobs.made))  # the worker goes on with later jobs
+    queue.wait(after, 60)
+    assert after.state == "done"
+    assert not list(waiting.folder.glob("*.mp4")) and waiting.result == {}  # the dropped job never ran
 
 
-def test_a_stopped_training_run_leaves_no_half_written_model(tmp_path, prepared):
+def test_a_stopped_training_run_leaves_no_half_written_model(tmp_path, prepared, queue):
     import shutil
 
     from pipeline.ui.jobs import run_train
@@ -239,17 +247,16 @@ def test_a_stopped_training_run_leaves_no_half_written_model(tmp_path, prepared)
     folders = Folders(tmp_path)
     skip = shutil.ignore_patterns("renderers", "motion_model")
     shutil.copytree(prepared.path, folders.identities / "synthetic", ignore=skip)
-    tasks = _queue(tmp_path)
-    task = tasks.submit("train", "t", lambda job: run_train(job, folders.identities, "synthetic", "motion"))
-    for _ in range(600):  # until the run has logged a step
+    job = Job(run_train, {"identities": folders.identities, "identity": "synthetic", "model": "motion"})
+    task = queue.submit("train", "t", job)
+    for _ in range(1200):  # until the run has logged a step
         if task.curve() or task.over:
             break
-        tasks.wait(task, 0.1)
-    tasks.stop(task)
-    tasks.wait(task, 60)
+        queue.wait(task, 0.1)
+    queue.stop(task)
+    queue.wait(task, 60)
     assert task.state == "stopped", (task.state, task.error)
     model = Workspace.open(folders.identities / "synthetic").motion_model_dir
     # stopped before its first checkpoint (step 200 of the default run): nothing half-written is left
     assert not (model / "model.safetensors").exists()
     assert not [p for p in model.rglob("*") if ".tmp" in p.name]
-    tasks.close()

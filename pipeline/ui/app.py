@@ -25,6 +25,7 @@ from common.errors import InputError, UserError
 from pipeline.ui import jobs
 from pipeline.ui.jobs import Folders
 from pipeline.ui.tasks import Task, TaskQueue, named_uploads
+from pipeline.ui.workers import Job
 
 MAX_FILE_SIZE = "500mb"
 TAB_NAMES = ("Photo -> video", "Dub a video", "Identities", "Batch")
@@ -91,7 +92,7 @@ def status_html(task: Task | None, ahead: int = 0) -> str:
         )
         where = html.escape(task.where() or "starting")
         if task.stop_asked:
-            where += " · stopping where it next reports progress"
+            where += " · stopping"
         body = f"{bar}<br>running {_minutes(task.seconds())} · {where}"
     elif task.state == "done":
         body = f'<span class="done">done in {task.seconds():.1f} s</span>: {title}'
@@ -154,7 +155,7 @@ def build_app(folders: Folders, tasks: TaskQueue | None = None) -> gr.Blocks:
         task = tasks.submit(
             "photo",
             f"{Path(image).name} saying {Path(audio).name}",
-            lambda job: jobs.run_photo(job, image, audio, text, int(size)),
+            Job(jobs.run_photo, dict(image=image, audio=audio, transcript=text, size=int(size))),
             uploads=[image, audio],
         )
         yield from follow(task, photo_view, raise_error=True)
@@ -191,7 +192,17 @@ def build_app(folders: Folders, tasks: TaskQueue | None = None) -> gr.Blocks:
         task = tasks.submit(
             "dub",
             f"{Path(video).name} dubbed with {Path(audio).name} ({renderer})",
-            lambda job: jobs.run_dub(job, identities, video, audio, renderer, face or "", transcript or ""),
+            Job(
+                jobs.run_dub,
+                dict(
+                    identities=identities,
+                    video=video,
+                    audio=audio,
+                    renderer=renderer,
+                    face=face or "",
+                    transcript=transcript or "",
+                ),
+            ),
             uploads=[video, audio],
             details={"source": video},
         )
@@ -221,7 +232,7 @@ def build_app(folders: Folders, tasks: TaskQueue | None = None) -> gr.Blocks:
         task = tasks.submit(
             "prepare",
             f"{Path(video).name} prepared as {name}",
-            lambda job: jobs.run_prepare(job, identities, video, name),
+            Job(jobs.run_prepare, dict(identities=identities, video=video, identity=name)),
             uploads=[video],
         )
         yield from follow(task, prepare_view, raise_error=True)
@@ -281,7 +292,7 @@ def build_app(folders: Folders, tasks: TaskQueue | None = None) -> gr.Blocks:
         task = tasks.submit(
             "train",
             f"training {model} of {identity} ({preset})",
-            lambda job: jobs.run_train(job, identities, identity, model, preset),
+            Job(jobs.run_train, dict(identities=identities, identity=identity, model=model, preset=preset)),
             details={"model": model, "folder": str(folder) if folder else None},
         )
         yield from follow(task, train_view, raise_error=True)
@@ -297,7 +308,10 @@ def build_app(folders: Folders, tasks: TaskQueue | None = None) -> gr.Blocks:
         task = tasks.submit(
             "render",
             f"{identity} saying {Path(audio).name} ({renderer})",
-            lambda job: jobs.run_render(job, identities, identity, audio, renderer),
+            Job(
+                jobs.run_render,
+                dict(identities=identities, identity=identity, audio=audio, renderer=renderer),
+            ),
             uploads=[audio],
         )
         yield from follow(task, render_view, raise_error=True)
@@ -319,7 +333,10 @@ def build_app(folders: Folders, tasks: TaskQueue | None = None) -> gr.Blocks:
         task = tasks.submit(
             "eval",
             f"{identity} measured ({renderer}, up to {int(frames)} frames)",
-            lambda job: jobs.run_eval(job, identities, identity, renderer, int(frames)),
+            Job(
+                jobs.run_eval,
+                dict(identities=identities, identity=identity, renderer=renderer, max_frames=int(frames)),
+            ),
         )
         yield from follow(task, eval_view, raise_error=True)
 
@@ -346,14 +363,14 @@ def build_app(folders: Folders, tasks: TaskQueue | None = None) -> gr.Blocks:
         task = tasks.submit(
             "batch",
             f"batch {Path(manifest).name}",
-            lambda job: jobs.run_batch_job(job, identities, manifest),
+            Job(jobs.run_batch_job, dict(identities=identities, manifest=manifest)),
             uploads=[manifest],
         )
         yield from follow(task, batch_view, raise_error=True)
 
     def stop_button(kind: str) -> gr.Button:
-        """A Stop button for the tab's latest job of ``kind`` (queued: dropped; running: stopped where it next
-        reports progress)."""
+        """A Stop button for the tab's latest job of ``kind`` (queued: dropped; running: unwound at once, as
+        Ctrl-C unwinds a command)."""
 
         def stop():
             task = tasks.latest(kind)

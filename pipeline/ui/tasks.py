@@ -1,18 +1,21 @@
-"""The web page's job queue: long jobs run here, in the server, not in the browser's request.
+"""The web page's job queue: long jobs run on the server, not in the browser's request.
 
-A job runs in a worker thread, one at a time per GPU (one worker on a machine without one), whatever page
-started it. Its state, stage and result live on the server, so a reloaded page (or another browser) finds a
+Jobs run one at a time per GPU (one at a time on a machine without one), whatever page started them, each in
+that GPU's worker process (:mod:`pipeline.ui.workers`) and followed by a thread of the server. Its state,
+stage and result live on the server, so a reloaded page (or another browser) finds a
 running job and follows it; each job's ``task.json`` in its results folder keeps its outcome, so a restarted
 server still shows the last result of each kind, and names a job it was running when it stopped.
 
-While a job runs, :mod:`common.progress` tells its :class:`Task` which bars and stages are live and which rows
-each training run logs (the page's live curve).
+While a job runs, its process tells its :class:`Task` which bars and stages are live (:mod:`common.progress`)
+and which rows each training run logs (the page's live curve).
 """
 
 from __future__ import annotations
 
+import atexit
 import json
 import logging
+import os
 import queue
 import threading
 import time
@@ -21,19 +24,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from common.errors import UserError
 from common.files import write_json
-from common.progress import following
+from pipeline.ui.workers import Job, Outcome, WorkerProcess
 
 log = logging.getLogger(__name__)
 
 TASK_FILE = "task.json"
 FINISHED = ("done", "failed", "stopped")
-
-
-class JobStopped(KeyboardInterrupt):
-    """Raised in a running job where it next reports progress, after its Stop button: it unwinds the job as
-    Ctrl-C does (temporary files removed, a training run's last checkpoint kept)."""
 
 
 @dataclass
@@ -72,6 +69,8 @@ class Task:
     rows: dict[str, list[dict[str, float]]] = field(default_factory=dict)
     """Each training run's logged rows, in order (run name -> rows)."""
     stop_asked: bool = False
+    worker: int | None = None
+    """Which worker runs it (while it runs)."""
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
     _ended: threading.Event = field(default_factory=threading.Event, repr=False)
 
@@ -110,8 +109,6 @@ class Task:
 
     # what common.progress tells a running job
     def stage(self, key: int, name: str, done: float, total: float | None, unit: str) -> None:
-        if self.stop_asked:
-            raise JobStopped
         with self._lock:
             self.stages[key] = Stage(name, done, total, unit)
 
@@ -120,8 +117,6 @@ class Task:
             self.stages.pop(key, None)
 
     def figures(self, run: str, row: dict[str, float]) -> None:
-        if self.stop_asked:
-            raise JobStopped
         with self._lock:
             self.rows.setdefault(run, []).append({key: float(value) for key, value in row.items()})
 
@@ -152,37 +147,44 @@ def named_uploads(message: str, uploads: Sequence[str]) -> str:
 
 
 class TaskQueue:
-    """Jobs run one at a time per worker; ``workers`` is the number of GPUs (at least one).
+    """Jobs run one at a time per worker process; ``gpus`` lists the CUDA device each worker sees (default:
+    one worker per visible GPU; one worker, seeing what the server sees, without a GPU).
 
     ``new_folder(kind)`` makes each job's results folder. Earlier jobs' ``task.json`` files under ``results``
     are read back: a job that was queued or running when the server stopped is shown as stopped.
     """
 
-    def __init__(self, results: Path, new_folder: Callable[[str], Path], workers: int | None = None) -> None:
+    def __init__(
+        self,
+        results: Path,
+        new_folder: Callable[[str], Path],
+        gpus: Sequence[str | None] | None = None,
+    ) -> None:
         self.results = results
         self.new_folder = new_folder
         self._tasks: dict[str, Task] = {}
         self._lock = threading.Lock()
-        self._todo: queue.Queue[tuple[Task, Callable[[Path], dict[str, Any]], Sequence[str]] | None]
-        self._todo = queue.Queue()
+        self._todo: queue.Queue[tuple[Task, Job, Sequence[str]] | None] = queue.Queue()
         self._read_back()
-        count = workers if workers is not None else _gpu_count()
+        self._workers = [WorkerProcess(gpu) for gpu in (gpus if gpus else _visible_gpus())]
         self._threads = [
-            threading.Thread(target=self._work, args=(i, count > 1), name=f"page-job-{i}", daemon=True)
-            for i in range(max(1, count))
+            threading.Thread(target=self._work, args=(i,), name=f"page-job-{i}", daemon=True)
+            for i in range(len(self._workers))
         ]
         for thread in self._threads:
             thread.start()
+        atexit.register(self.close)
 
     def submit(
         self,
         kind: str,
         title: str,
-        run: Callable[[Path], dict[str, Any]],
+        job: Job,
         uploads: Sequence[str] = (),
         details: dict[str, Any] | None = None,
     ) -> Task:
-        """Queue ``run(folder)``, which returns the job's result (plain JSON values: paths as strings).
+        """Queue ``job``, run as ``job.fn(folder, **job.kwargs)`` in a worker process; it returns the job's
+        result (plain JSON values: paths as strings).
 
         ``uploads`` are the uploaded files' paths, named by their own names in an error message; ``details``
         are kept with the job (:attr:`Task.details`).
@@ -192,7 +194,7 @@ class TaskQueue:
         with self._lock:
             self._tasks[task.id] = task
         self._save(task)
-        self._todo.put((task, run, [str(u) for u in uploads if u]))
+        self._todo.put((task, job, [str(u) for u in uploads if u]))
         return task
 
     def get(self, task_id: str | None) -> Task | None:
@@ -218,20 +220,21 @@ class TaskQueue:
             )
 
     def wait(self, task: Task, timeout: float) -> Task:
-        """Return ``task`` when it is over or after ``timeout`` seconds (a follower wakes no oftener: a
-        thread waking often takes the interpreter from the job's thread)."""
+        """Return ``task`` when it is over or after ``timeout`` seconds."""
         if not task.over:
             task._ended.wait(timeout)
         return task
 
     def stop(self, task: Task) -> None:
-        """Stop ``task``: a queued one at once, a running one where it next reports its progress."""
+        """Stop ``task``: a queued one is dropped, a running one unwound at once (Ctrl-C in its process)."""
         with self._lock:
             if task.state == "queued":
                 task.state, task.finished = "stopped", time.time()
                 task.error = "stopped from the page before it started"
             elif task.state == "running":
                 task.stop_asked = True
+                if task.worker is not None:
+                    self._workers[task.worker].stop()
                 return
             else:
                 return
@@ -239,44 +242,38 @@ class TaskQueue:
         task._ended.set()
 
     def close(self) -> None:
-        """Stop the workers after their current jobs (queued ones are left queued)."""
+        """End the workers: a running job is given a few seconds, queued ones are left queued."""
         for _ in self._threads:
             self._todo.put(None)
+        for worker in self._workers:
+            worker.close()
 
-    def _work(self, index: int, pin: bool) -> None:
-        if pin:
-            import torch
-
-            torch.cuda.set_device(index)  # this thread's CUDA work goes to its own GPU
+    def _work(self, index: int) -> None:
+        worker = self._workers[index]
         while (item := self._todo.get()) is not None:
-            task, run, uploads = item
+            task, job, uploads = item
             with self._lock:
                 if task.state != "queued":  # stopped while it waited
                     continue
-                task.state, task.started = "running", time.time()
+                task.state, task.started, task.worker = "running", time.time(), index
             self._save(task)
             try:
-                with following(task):
-                    result = run(task.folder)
-                task.result, task.state = result, "done"
-            except JobStopped:
-                again = "; run it again to go on from its last checkpoint" if task.kind == "train" else ""
-                task.error = f"stopped from the page{again}"
-                task.state = "stopped"
-            except UserError as err:
-                task.error, task.state = named_uploads(err.message, uploads), "failed"
-            except Exception as err:
-                log.exception("page job %s failed", task.id)
-                task.error = named_uploads(
-                    f"the job failed: {type(err).__name__}: {err} (the server's log has details)", uploads
-                )
-                task.state = "failed"
-            finally:
+                outcome = worker.run(job, task.folder, task)
+            except Exception as err:  # the job could not be sent (a programming error)
+                log.exception("page job %s could not start", task.id)
+                outcome = Outcome("failed", error=f"the job could not start: {type(err).__name__}: {err}")
+            with self._lock:
+                task.result, task.state, task.worker = outcome.result, outcome.state, None
+                if outcome.state == "stopped":
+                    again = "; run it again to go on from its last checkpoint" if task.kind == "train" else ""
+                    task.error = f"stopped from the page{again}"
+                elif outcome.state == "failed":
+                    task.error = named_uploads(outcome.error or "the job failed", uploads)
                 task.finished = time.time()
-                with task._lock:
-                    task.stages.clear()
-                self._save(task)
-                task._ended.set()
+            with task._lock:
+                task.stages.clear()
+            self._save(task)
+            task._ended.set()
 
     def _save(self, task: Task) -> None:
         try:
@@ -303,10 +300,16 @@ class TaskQueue:
             self._tasks[task.id] = task
 
 
-def _gpu_count() -> int:
+def _visible_gpus() -> list[str | None]:
+    """One worker per GPU the server sees (by its number as CUDA_VISIBLE_DEVICES names it); one worker
+    seeing what the server sees when there is no GPU, or one only."""
     try:
         import torch
 
-        return torch.cuda.device_count() if torch.cuda.is_available() else 1
+        count = torch.cuda.device_count() if torch.cuda.is_available() else 0
     except Exception:
-        return 1
+        count = 0
+    if count <= 1:
+        return [None]
+    listed = [d.strip() for d in os.environ.get("CUDA_VISIBLE_DEVICES", "").split(",") if d.strip()]
+    return listed[:count] if len(listed) >= count else [str(i) for i in range(count)]
