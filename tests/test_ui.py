@@ -260,3 +260,21 @@ def test_a_stopped_training_run_leaves_no_half_written_model(tmp_path, prepared,
     # stopped before its first checkpoint (step 200 of the default run): nothing half-written is left
     assert not (model / "model.safetensors").exists()
     assert not [p for p in model.rglob("*") if ".tmp" in p.name]
+
+
+def test_batch_inputs_uploaded_with_the_manifest_are_named_by_their_file_names(tmp_path):
+    from pipeline.ui.jobs import run_batch_job
+
+    uploads = tmp_path / "cache"
+    for folder in ("a", "b"):
+        (uploads / folder).mkdir(parents=True)
+    manifest = uploads / "a" / "jobs.csv"
+    manifest.write_text("kind,image,audio,out\ngenerate,face.png,speech.wav,out.mp4\n")
+    (uploads / "a" / "speech.wav").write_bytes(b"one")
+    (uploads / "b" / "speech.wav").write_bytes(b"two")
+    with pytest.raises(InputError) as caught:
+        run_batch_job(tmp_path / "job", tmp_path / "ids", str(manifest), [str(uploads / "a" / "speech.wav"),
+                      str(uploads / "b" / "speech.wav")])  # fmt: skip
+    assert caught.value.message == (
+        "two uploaded files are named speech.wav. rename one, and name it so in the manifest."
+    )

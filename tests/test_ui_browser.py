@@ -244,11 +244,12 @@ def test_a_batch_from_the_page_runs_the_good_rows_and_reports_the_bad(served, tm
     manifest = tmp_path / "jobs.csv"
     manifest.write_text(
         "kind,image,audio,out\n"
-        f"generate,{photo},{speech},hopper.mp4\n"
+        f"generate,{photo.name},{speech.name},hopper.mp4\n"  # uploaded with the manifest: by their names
         f"generate,{tmp_path / 'nobody.png'},{speech},nobody.mp4\n"
     )
     client = Client(url, verbose=False)
-    answer = client.predict(handle_file(str(manifest)), api_name="/batch")
+    inputs = [handle_file(str(photo)), handle_file(str(speech))]
+    answer = client.predict(handle_file(str(manifest)), inputs, api_name="/batch")
     status, table, report, videos, summary, pick = answer
     assert "done in" in status
     rows = {row[2]: row for row in table["data"]}

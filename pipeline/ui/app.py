@@ -358,13 +358,14 @@ def build_app(folders: Folders, tasks: TaskQueue | None = None) -> gr.Blocks:
         )
 
     @_clear_errors
-    def batch(manifest):
+    def batch(manifest, inputs=None):
         jobs.need(manifest, "manifest")
+        inputs = [str(path) for path in inputs or []]
         task = tasks.submit(
             "batch",
-            f"batch {Path(manifest).name}",
-            Job(jobs.run_batch_job, dict(identities=identities, manifest=manifest)),
-            uploads=[manifest],
+            f"batch {Path(manifest).name}" + (f" with {len(inputs)} input file(s)" if inputs else ""),
+            Job(jobs.run_batch_job, dict(identities=identities, manifest=manifest, inputs=inputs)),
+            uploads=[manifest, *inputs],
         )
         yield from follow(task, batch_view, raise_error=True)
 
@@ -570,10 +571,20 @@ def build_app(folders: Folders, tasks: TaskQueue | None = None) -> gr.Blocks:
             )
         with gr.Tab(TAB_NAMES[3]):
             gr.Markdown(
-                "A manifest (csv or jsonl) of dub, generate and render jobs; see the README's "
-                "batch section. Give absolute paths in it: the uploaded file is not beside your inputs."
+                "A manifest (csv or jsonl) of dub, generate and render jobs; see the README's batch "
+                "section. Upload its input files with it and name them in it by their file names, or "
+                "give absolute paths of files on the server."
             )
-            b_manifest = gr.File(label="Manifest", file_types=list(jobs.MANIFEST_TYPES), type="filepath")
+            with gr.Row():
+                b_manifest = gr.File(
+                    label="Manifest", file_types=list(jobs.MANIFEST_TYPES), type="filepath", scale=1
+                )
+                b_inputs = gr.File(
+                    label="Its input files (videos, photos, speech; optional)",
+                    file_count="multiple",
+                    type="filepath",
+                    scale=2,
+                )
             with gr.Row():
                 b_run = gr.Button("Run the batch", variant="primary", scale=4)
                 stop_button("batch")
@@ -588,7 +599,7 @@ def build_app(folders: Folders, tasks: TaskQueue | None = None) -> gr.Blocks:
                 b_watch = gr.Video(label="Video", interactive=False, scale=2)
             b_pick.change(lambda path: path or None, b_pick, b_watch)
             b_outputs = [b_status, b_table, b_report, b_videos, b_summary, b_pick]
-            b_run.click(batch, b_manifest, b_outputs, api_name="batch", show_progress=HIDDEN)
+            b_run.click(batch, [b_manifest, b_inputs], b_outputs, api_name="batch", show_progress=HIDDEN)
         with gr.Accordion("Jobs on this server (newest first; one runs at a time per GPU)", open=False):
             q_table = gr.Dataframe(
                 headers=["job", "what", "state", "seconds", "stage or message"], interactive=False

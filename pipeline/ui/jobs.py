@@ -11,6 +11,7 @@ import os
 import shutil
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -347,12 +348,20 @@ def batch_table(root: Path) -> list[list[str]]:
     return rows
 
 
-def run_batch_job(job: Path, identities: Path, manifest: str | None) -> dict[str, Any]:
+def run_batch_job(
+    job: Path, identities: Path, manifest: str | None, inputs: Sequence[str] = ()
+) -> dict[str, Any]:
     """Run a batch manifest with ``job`` as its output root: ``summary`` (the lines the CLI prints, less the
-    table), ``report`` (report.csv) and ``videos`` (the outputs made)."""
+    table), ``report`` (report.csv) and ``videos`` (the outputs made).
+
+    ``inputs``: files uploaded with the manifest. They and the manifest are put side by side in
+    ``job/inputs``, so the manifest names them by their file names (a relative path is read from beside the
+    manifest, as the CLI reads it)."""
     from pipeline.batch.runner import run_batch
 
     manifest = need(manifest, "manifest")
+    if inputs:
+        manifest = str(_side_by_side(job / "inputs", [manifest, *inputs]))
     lines: list[str] = []
     result = run_batch(manifest, job, workspace=identities, progress=False, echo=lines.append)
     videos = [job / j["out"] for j in result.jobs if j.get("state") == "done" and j.get("out")]
@@ -363,3 +372,23 @@ def run_batch_job(job: Path, identities: Path, manifest: str | None) -> dict[str
         "report": str(csv) if csv else None,
         "videos": [str(v) for v in videos if v.is_file()],
     }
+
+
+def _side_by_side(folder: Path, files: Sequence[str]) -> Path:
+    """``files`` in ``folder`` under their own names (linked where the file system allows, else copied); the
+    first one's new path. Two files of one name are refused: the manifest could not say which it means."""
+    folder.mkdir(parents=True, exist_ok=True)
+    placed: list[Path] = []
+    for file in files:
+        source = Path(need(file, "input file"))
+        target = folder / source.name
+        if target.exists():
+            raise InputError(
+                f"two uploaded files are named {source.name}", "rename one, and name it so in the manifest"
+            )
+        try:
+            os.link(source, target)
+        except OSError:
+            shutil.copyfile(source, target)
+        placed.append(target)
+    return placed[0]
