@@ -131,7 +131,7 @@ def test_a_running_job_names_its_stage_and_count_and_logs_its_curve(tmp_path, qu
 def test_a_restarted_server_shows_earlier_jobs_and_names_the_one_it_stopped(tmp_path, queue):
     from pipeline.ui.tasks import TaskQueue
 
-    done = queue.submit("photo", "made", Job(page_jobs.made))
+    done = queue.submit("photo", "made", Job(page_jobs.made), owner="ann")
     queue.wait(done, 60)
     running = queue.submit("dub", "cut short", Job(page_jobs.blocked))
     assert page_jobs.wait_for(running.folder / "started")
@@ -139,6 +139,8 @@ def test_a_restarted_server_shows_earlier_jobs_and_names_the_one_it_stopped(tmp_
     again = TaskQueue(tmp_path / "results", Folders(tmp_path).new_job, gpus=[None])
     try:
         assert again.get(done.id).state == "done" and again.get(done.id).result == done.result
+        # each login's page follows its own jobs
+        assert again.latest("photo", "ann").id == done.id and again.latest("photo") is None
         stopped = again.get(running.id)
         assert stopped.state == "stopped" and "server stopped" in stopped.error
     finally:

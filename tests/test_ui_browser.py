@@ -7,7 +7,9 @@ choice in the file dialog does. Skips where gradio or Chromium is absent.
 
 from __future__ import annotations
 
+import json
 import os
+import time
 import wave
 from pathlib import Path
 
@@ -227,6 +229,44 @@ def test_with_a_password_file_nothing_is_served_before_a_login(tmp_path):
         assert status("/login", {"username": "ann", "password": "secret"}, jar) == 200
         assert status("/config", opener=jar) == 200
         assert status(f"/gradio_api/file={tmp_path / 'results' / 'made.txt'}", opener=jar) == 200
+    finally:
+        demo.close()
+
+
+def test_with_logins_each_user_follows_and_stops_only_their_own_jobs(tmp_path):
+    """Two logins on one server: bob's Stop does not touch ann's running job, nor does his reloaded page
+    follow it; ann's own Stop ends it."""
+    from gradio_client import Client, handle_file
+
+    from pipeline.oneshot import demo_inputs
+    from pipeline.ui.app import launch
+
+    port = free_port()
+    demo = launch(tmp_path, port=port, block=False, auth=[("ann", "secret"), ("bob", "hunter2")])
+    url = f"http://127.0.0.1:{port}/"
+    photo, speech, _ = demo_inputs()
+    try:
+        ann = Client(url, auth=("ann", "secret"), verbose=False)
+        bob = Client(url, auth=("bob", "hunter2"), verbose=False)
+        inputs = (handle_file(str(photo)), handle_file(str(speech)), "", 256)
+        first = ann.submit(*inputs, api_name="/photo_to_video")
+        while not any("running" in output[0] for output in first.outputs()):
+            assert not first.done(), first.outputs()
+            time.sleep(0.1)
+        bob.predict(api_name="/stop_photo")
+        status, video, _ = first.result(timeout=300)
+        assert "done in" in status and video  # bob's Stop left it alone
+        second = ann.submit(*inputs, api_name="/photo_to_video")
+        while not any("running" in output[0] for output in second.outputs()):
+            time.sleep(0.1)
+        ann.predict(api_name="/stop_photo")
+        status = second.result(timeout=60)[0]
+        assert "stopped from the page" in status
+        records = {p: json.loads((p / "task.json").read_text()) for p in (tmp_path / "results").iterdir()}
+        owned = sorted((r["owner"], r["state"]) for r in records.values())
+        assert owned == [("ann", "done"), ("ann", "stopped")]
+        for folder, record in records.items():  # a video only from the job that was not stopped
+            assert bool(list(folder.glob("*.mp4"))) == (record["state"] == "done")
     finally:
         demo.close()
 

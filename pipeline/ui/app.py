@@ -75,6 +75,11 @@ def _minutes(seconds: float) -> str:
     return f"{seconds // 60}:{seconds % 60:02d}"
 
 
+def user(request: gr.Request | None) -> str:
+    """Who is asking: the login's user name on a page with logins, else empty (everyone is one user)."""
+    return (getattr(request, "username", None) or "") if request is not None else ""
+
+
 def status_html(task: Task | None, ahead: int = 0) -> str:
     """One job's state as the page shows it above its result."""
     if task is None:
@@ -131,8 +136,8 @@ def build_app(folders: Folders, tasks: TaskQueue | None = None) -> gr.Blocks:
     def attach(kind: str, view: Callable[[Task, dict], tuple], count: int):
         """On (re)load: follow the tab's latest job, running or finished."""
 
-        def attached():
-            task = tasks.latest(kind)
+        def attached(request: gr.Request):
+            task = tasks.latest(kind, user(request))
             if task is None:
                 yield tuple(gr.skip() for _ in range(count))
                 return
@@ -148,7 +153,7 @@ def build_app(folders: Folders, tasks: TaskQueue | None = None) -> gr.Blocks:
         return status(task), video, settings
 
     @_clear_errors
-    def photo(image, audio, transcript, size):
+    def photo(image, audio, transcript, size, request: gr.Request = None):
         jobs.need(image, "portrait photo")
         jobs.need(audio, "speech recording")
         text = transcript or ""
@@ -157,6 +162,7 @@ def build_app(folders: Folders, tasks: TaskQueue | None = None) -> gr.Blocks:
             f"{Path(image).name} saying {Path(audio).name}",
             Job(jobs.run_photo, dict(image=image, audio=audio, transcript=text, size=int(size))),
             uploads=[image, audio],
+            owner=user(request),
         )
         yield from follow(task, photo_view, raise_error=True)
 
@@ -186,7 +192,7 @@ def build_app(folders: Folders, tasks: TaskQueue | None = None) -> gr.Blocks:
         return status(task), video, summary, source
 
     @_clear_errors
-    def dub(video, audio, renderer, face, transcript):
+    def dub(video, audio, renderer, face, transcript, request: gr.Request = None):
         jobs.need(video, "video")
         jobs.need(audio, "speech recording")
         task = tasks.submit(
@@ -205,6 +211,7 @@ def build_app(folders: Folders, tasks: TaskQueue | None = None) -> gr.Blocks:
             ),
             uploads=[video, audio],
             details={"source": video},
+            owner=user(request),
         )
         yield from follow(task, dub_view, raise_error=True)
 
@@ -224,7 +231,7 @@ def build_app(folders: Folders, tasks: TaskQueue | None = None) -> gr.Blocks:
         return status(task), sheet, summary, table
 
     @_clear_errors
-    def prepare(video, identity):
+    def prepare(video, identity, request: gr.Request = None):
         jobs.need(video, "video")
         name = (identity or "").strip()
         if not name:
@@ -234,6 +241,7 @@ def build_app(folders: Folders, tasks: TaskQueue | None = None) -> gr.Blocks:
             f"{Path(video).name} prepared as {name}",
             Job(jobs.run_prepare, dict(identities=identities, video=video, identity=name)),
             uploads=[video],
+            owner=user(request),
         )
         yield from follow(task, prepare_view, raise_error=True)
 
@@ -287,13 +295,14 @@ def build_app(folders: Folders, tasks: TaskQueue | None = None) -> gr.Blocks:
         return status(task), summary, *plots, table
 
     @_clear_errors
-    def train(identity, model, preset):
+    def train(identity, model, preset, request: gr.Request = None):
         folder = jobs.model_dir(identities, identity, model) if model in jobs.TRAINABLE else None
         task = tasks.submit(
             "train",
             f"training {model} of {identity} ({preset})",
             Job(jobs.run_train, dict(identities=identities, identity=identity, model=model, preset=preset)),
             details={"model": model, "folder": str(folder) if folder else None},
+            owner=user(request),
         )
         yield from follow(task, train_view, raise_error=True)
 
@@ -302,7 +311,7 @@ def build_app(folders: Folders, tasks: TaskQueue | None = None) -> gr.Blocks:
         return status(task), (once(memo, "video", task.result.get("video")) if done else gr.skip())
 
     @_clear_errors
-    def render(identity, audio, renderer):
+    def render(identity, audio, renderer, request: gr.Request = None):
         jobs.need_identity(identities, identity)
         jobs.need(audio, "speech recording")
         task = tasks.submit(
@@ -313,6 +322,7 @@ def build_app(folders: Folders, tasks: TaskQueue | None = None) -> gr.Blocks:
                 dict(identities=identities, identity=identity, audio=audio, renderer=renderer),
             ),
             uploads=[audio],
+            owner=user(request),
         )
         yield from follow(task, render_view, raise_error=True)
 
@@ -328,7 +338,7 @@ def build_app(folders: Folders, tasks: TaskQueue | None = None) -> gr.Blocks:
         )
 
     @_clear_errors
-    def evaluate(identity, renderer, frames):
+    def evaluate(identity, renderer, frames, request: gr.Request = None):
         jobs.need_identity(identities, identity)
         task = tasks.submit(
             "eval",
@@ -337,6 +347,7 @@ def build_app(folders: Folders, tasks: TaskQueue | None = None) -> gr.Blocks:
                 jobs.run_eval,
                 dict(identities=identities, identity=identity, renderer=renderer, max_frames=int(frames)),
             ),
+            owner=user(request),
         )
         yield from follow(task, eval_view, raise_error=True)
 
@@ -358,7 +369,7 @@ def build_app(folders: Folders, tasks: TaskQueue | None = None) -> gr.Blocks:
         )
 
     @_clear_errors
-    def batch(manifest, inputs=None):
+    def batch(manifest, inputs=None, request: gr.Request = None):
         jobs.need(manifest, "manifest")
         inputs = [str(path) for path in inputs or []]
         task = tasks.submit(
@@ -366,6 +377,7 @@ def build_app(folders: Folders, tasks: TaskQueue | None = None) -> gr.Blocks:
             f"batch {Path(manifest).name}" + (f" with {len(inputs)} input file(s)" if inputs else ""),
             Job(jobs.run_batch_job, dict(identities=identities, manifest=manifest, inputs=inputs)),
             uploads=[manifest, *inputs],
+            owner=user(request),
         )
         yield from follow(task, batch_view, raise_error=True)
 
@@ -373,8 +385,8 @@ def build_app(folders: Folders, tasks: TaskQueue | None = None) -> gr.Blocks:
         """A Stop button for the tab's latest job of ``kind`` (queued: dropped; running: unwound at once, as
         Ctrl-C unwinds a command)."""
 
-        def stop():
-            task = tasks.latest(kind)
+        def stop(request: gr.Request):
+            task = tasks.latest(kind, user(request))
             if task is not None:
                 tasks.stop(task)
 
@@ -383,9 +395,14 @@ def build_app(folders: Folders, tasks: TaskQueue | None = None) -> gr.Blocks:
         return button
 
     # every job of the server
-    def job_rows():
-        rows = []
+    def job_rows(request: gr.Request):
+        """The server's last 20 jobs: the asker's in full, another login's by kind and state only."""
+        rows, me = [], user(request)
         for task in tasks.tasks()[:20]:
+            if task.owner != me:
+                seconds = f"{task.seconds():.0f}"
+                rows.append(["-", f"{task.kind} job of another user", task.state, seconds, ""])
+                continue
             where = task.where() if task.running else (task.error or "")
             rows.append([task.id, task.title, task.state, f"{task.seconds():.0f}", where])
         return rows

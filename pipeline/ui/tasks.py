@@ -69,6 +69,8 @@ class Task:
     rows: dict[str, list[dict[str, float]]] = field(default_factory=dict)
     """Each training run's logged rows, in order (run name -> rows)."""
     stop_asked: bool = False
+    owner: str = ""
+    """Who started it: the login's user name on a page with logins, else empty."""
     worker: int | None = None
     """Which worker runs it (while it runs)."""
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -133,6 +135,7 @@ class Task:
             "error",
             "result",
             "details",
+            "owner",
         )
         return {key: getattr(self, key) for key in keys}
 
@@ -182,15 +185,18 @@ class TaskQueue:
         job: Job,
         uploads: Sequence[str] = (),
         details: dict[str, Any] | None = None,
+        owner: str = "",
     ) -> Task:
         """Queue ``job``, run as ``job.fn(folder, **job.kwargs)`` in a worker process; it returns the job's
         result (plain JSON values: paths as strings).
 
         ``uploads`` are the uploaded files' paths, named by their own names in an error message; ``details``
-        are kept with the job (:attr:`Task.details`).
+        are kept with the job (:attr:`Task.details`); ``owner`` is who started it.
         """
         folder = self.new_folder(kind)
-        task = Task(id=folder.name, kind=kind, title=title, folder=folder, details=dict(details or {}))
+        task = Task(
+            id=folder.name, kind=kind, title=title, folder=folder, details=dict(details or {}), owner=owner
+        )
         with self._lock:
             self._tasks[task.id] = task
         self._save(task)
@@ -201,10 +207,10 @@ class TaskQueue:
         with self._lock:
             return self._tasks.get(task_id or "")
 
-    def latest(self, kind: str) -> Task | None:
-        """The most recently submitted job of ``kind``."""
+    def latest(self, kind: str, owner: str = "") -> Task | None:
+        """The most recently submitted job of ``kind`` that ``owner`` started."""
         with self._lock:
-            tasks = [t for t in self._tasks.values() if t.kind == kind]
+            tasks = [t for t in self._tasks.values() if t.kind == kind and t.owner == owner]
         return max(tasks, key=lambda t: t.submitted, default=None)
 
     def tasks(self) -> list[Task]:
