@@ -85,9 +85,11 @@ def test_photo_to_video_plays_in_the_browser(served, shots):
         page.wait_for(SPEECH_LOADED, 60)
         click(page, "Make the video")
         page.wait_for(RUNNING_OR_DONE, 60)
-        # a reload while the job runs: the page finds the job and follows it to its video
+        # a reload while the job runs: the page finds the job and follows it to its video, and shows the
+        # photo it was started with again
         open_page(page, url)
         page.wait_for(RUNNING_OR_DONE, 30)
+        page.wait_for("/grace_hopper\\s*\\.jpg\\s+[\\d.]+\\s*KB/.test(document.body.innerText)", 30)
         duration = page.wait_for(PLAYABLE_VIDEO, 300)
         page.screenshot(shots / "photo_to_video.png")
     videos = list((workspace / "results").glob("photo-*/talking.mp4"))

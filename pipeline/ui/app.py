@@ -80,6 +80,15 @@ def user(request: gr.Request | None) -> str:
     return (getattr(request, "username", None) or "") if request is not None else ""
 
 
+def _still_there(value: Any) -> Any:
+    """An input restored after a reload: an uploaded file the server has lost becomes empty."""
+    if isinstance(value, list):
+        return [v for v in value if _still_there(v) is not None] or None
+    if isinstance(value, str) and os.path.isabs(value) and not os.path.exists(value):
+        return None
+    return value
+
+
 def status_html(task: Task | None, ahead: int = 0) -> str:
     """One job's state as the page shows it above its result."""
     if task is None:
@@ -133,6 +142,19 @@ def build_app(folders: Folders, tasks: TaskQueue | None = None) -> gr.Blocks:
         memo[key] = value
         return value
 
+    def restore(kind: str, count: int):
+        """On (re)load: the inputs the tab's latest job was started with (an upload the server no longer
+        has is left empty)."""
+
+        def restored(request: gr.Request):
+            task = tasks.latest(kind, user(request))
+            values = task.details.get("inputs") if task else None
+            if not values or len(values) != count:
+                return tuple(gr.skip() for _ in range(count))
+            return tuple(_still_there(value) for value in values)
+
+        return restored
+
     def attach(kind: str, view: Callable[[Task, dict], tuple], count: int):
         """On (re)load: follow the tab's latest job, running or finished."""
 
@@ -162,6 +184,7 @@ def build_app(folders: Folders, tasks: TaskQueue | None = None) -> gr.Blocks:
             f"{Path(image).name} saying {Path(audio).name}",
             Job(jobs.run_photo, dict(image=image, audio=audio, transcript=text, size=int(size))),
             uploads=[image, audio],
+            details={"inputs": [image, audio, transcript, size]},
             owner=user(request),
         )
         yield from follow(task, photo_view, raise_error=True)
@@ -210,7 +233,7 @@ def build_app(folders: Folders, tasks: TaskQueue | None = None) -> gr.Blocks:
                 ),
             ),
             uploads=[video, audio],
-            details={"source": video},
+            details={"source": video, "inputs": [video, audio, renderer, face, transcript]},
             owner=user(request),
         )
         yield from follow(task, dub_view, raise_error=True)
@@ -241,6 +264,7 @@ def build_app(folders: Folders, tasks: TaskQueue | None = None) -> gr.Blocks:
             f"{Path(video).name} prepared as {name}",
             Job(jobs.run_prepare, dict(identities=identities, video=video, identity=name)),
             uploads=[video],
+            details={"inputs": [video, identity]},
             owner=user(request),
         )
         yield from follow(task, prepare_view, raise_error=True)
@@ -377,6 +401,7 @@ def build_app(folders: Folders, tasks: TaskQueue | None = None) -> gr.Blocks:
             f"batch {Path(manifest).name}" + (f" with {len(inputs)} input file(s)" if inputs else ""),
             Job(jobs.run_batch_job, dict(identities=identities, manifest=manifest, inputs=inputs)),
             uploads=[manifest, *inputs],
+            details={"inputs": [manifest, inputs]},
             owner=user(request),
         )
         yield from follow(task, batch_view, raise_error=True)
@@ -434,9 +459,10 @@ def build_app(folders: Folders, tasks: TaskQueue | None = None) -> gr.Blocks:
                     )
             p_image.change(preview, p_image, p_preview)
             p_outputs = [p_status, p_video, p_settings]
+            p_inputs = [p_image, p_audio, p_text, p_size]
             p_run.click(
                 photo,
-                [p_image, p_audio, p_text, p_size],
+                p_inputs,
                 p_outputs,
                 api_name="photo_to_video",
                 show_progress=HIDDEN,
@@ -482,9 +508,10 @@ def build_app(folders: Folders, tasks: TaskQueue | None = None) -> gr.Blocks:
             )
             d_frame.select(pick_face, d_first, [d_frame, d_face])
             d_outputs = [d_status, d_out, d_summary, d_source]
+            d_inputs = [d_video, d_audio, d_renderer, d_face, d_text]
             d_run.click(
                 dub,
-                [d_video, d_audio, d_renderer, d_face, d_text],
+                d_inputs,
                 d_outputs,
                 api_name="dub",
                 show_progress=HIDDEN,
@@ -569,7 +596,8 @@ def build_app(folders: Folders, tasks: TaskQueue | None = None) -> gr.Blocks:
                     e_pictures = gr.Gallery(label="Real | made", columns=3, height=300)
                     e_video = gr.Video(label="Side by side", interactive=False)
             i_outputs = [i_status, i_sheet, i_summary, i_table]
-            i_run.click(prepare, [i_video, i_name], i_outputs, api_name="prepare", show_progress=HIDDEN).then(
+            i_inputs = [i_video, i_name]
+            i_run.click(prepare, i_inputs, i_outputs, api_name="prepare", show_progress=HIDDEN).then(
                 identity_names, i_name, i_pick
             )
             i_pick.change(pictures, i_pick, i_pictures).then(saved_curve, [i_pick, i_model], [t_held, t_loss])
@@ -616,7 +644,8 @@ def build_app(folders: Folders, tasks: TaskQueue | None = None) -> gr.Blocks:
                 b_watch = gr.Video(label="Video", interactive=False, scale=2)
             b_pick.change(lambda path: path or None, b_pick, b_watch)
             b_outputs = [b_status, b_table, b_report, b_videos, b_summary, b_pick]
-            b_run.click(batch, [b_manifest, b_inputs], b_outputs, api_name="batch", show_progress=HIDDEN)
+            b_given = [b_manifest, b_inputs]
+            b_run.click(batch, b_given, b_outputs, api_name="batch", show_progress=HIDDEN)
         with gr.Accordion("Jobs on this server (newest first; one runs at a time per GPU)", open=False):
             q_table = gr.Dataframe(
                 headers=["job", "what", "state", "seconds", "stage or message"], interactive=False
@@ -635,6 +664,9 @@ def build_app(folders: Folders, tasks: TaskQueue | None = None) -> gr.Blocks:
             ("batch", batch_view, b_outputs),
         ):
             demo.load(attach(kind, view, len(outputs)), None, outputs, show_progress=HIDDEN)
+        given = (("photo", p_inputs), ("dub", d_inputs), ("prepare", i_inputs), ("batch", b_given))
+        for kind, inputs in given:  # what each tab's latest job was started with
+            demo.load(restore(kind, len(inputs)), None, inputs, show_progress=HIDDEN)
     # the jobs themselves queue in ``tasks``; the page's events only start and follow them
     demo.queue(default_concurrency_limit=None)
     return demo
