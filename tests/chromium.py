@@ -136,10 +136,10 @@ class Page:
         self.call("Page.navigate", url=url)
         self.wait_for(ready, timeout)
 
-    def set_files(self, selector: str, index: int, path: str | Path) -> None:
-        """Put ``path`` in the ``index``-th element matching ``selector`` (an ``input type=file``) among
-        those on the shown part of the page, as a user's choice in the file dialog does (its change event
-        fires)."""
+    def set_files(self, selector: str, index: int, path: str | Path | list[Path]) -> None:
+        """Put ``path`` (or several, for an input that takes several) in the ``index``-th element matching
+        ``selector`` (an ``input type=file``) among those on the shown part of the page, as a user's choice
+        in the file dialog does (its change event fires)."""
         shown = (
             f"[...document.querySelectorAll({json.dumps(selector)})]"
             ".filter(e => !e.closest('.block') || e.closest('.block').offsetParent !== null)"
@@ -147,7 +147,8 @@ class Page:
         found = self.call("Runtime.evaluate", expression=f"{shown}[{index}]")["result"]
         if "objectId" not in found:
             raise LookupError(f"no element {selector} number {index} on the page")
-        self.call("DOM.setFileInputFiles", files=[str(path)], objectId=found["objectId"])
+        files = [str(p) for p in path] if isinstance(path, list) else [str(path)]
+        self.call("DOM.setFileInputFiles", files=files, objectId=found["objectId"])
 
     def click_at(self, selector: str, fx: float, fy: float) -> None:
         """A mouse click at the fractions ``fx``, ``fy`` of the first shown element matching ``selector``."""

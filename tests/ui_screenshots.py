@@ -200,11 +200,13 @@ def steps(page, data: Path, workspace: Path, out: Path, only: str, url: str) -> 
         macron, zh, en = data / "portrait_macron.png", data / "speech_zh_female_8s.wav", en_speech
         manifest.write_text(
             "kind,video,image,identity,audio,out\n"
-            f"generate,,{macron},,{zh},macron_zh.mp4\n"
-            f"generate,,{data / 'portrait_woman.png'},,{zh},woman_zh.mp4\n"
+            f"generate,,{macron.name},,{zh.name},macron_zh.mp4\n"  # uploaded with it: named by file name
+            f"generate,,portrait_woman.png,,{zh.name},woman_zh.mp4\n"
             f"generate,,{data / 'missing.png'},,{en},missing.mp4\n"
         )
         page.set_files('input[type=file][accept*=".csv"]', 0, manifest)
+        time.sleep(3)
+        page.set_files("input[type=file][multiple]", 0, [macron, data / "portrait_woman.png", zh])
         time.sleep(3)
         click(page, "Run the batch")
         page.wait_for("document.body.innerText.includes('running')", 120)
