@@ -110,6 +110,19 @@ def test_each_worker_sees_only_its_own_gpu(tmp_path):
         tasks.close()
 
 
+def test_a_server_closing_stops_its_running_job_which_unwinds(tmp_path):
+    from pipeline.ui.tasks import TaskQueue
+
+    folders = Folders(tmp_path)
+    tasks = TaskQueue(folders.results, folders.new_job, gpus=[None])
+    running = tasks.submit("dub", "cut short", Job(page_jobs.blocked))
+    assert page_jobs.wait_for(running.folder / "started")
+    tasks.close()
+    tasks.wait(running, 30)
+    assert running.state == "stopped" and "server stopped" in running.error
+    assert (running.folder / "unwound").exists()  # Ctrl-C, not a kill: its finally blocks ran
+
+
 def test_a_running_job_names_its_stage_and_count_and_logs_its_curve(tmp_path, queue):
     release = tmp_path / "release"
     first = queue.submit("train", "first", Job(page_jobs.halfway, {"release": str(release)}))

@@ -272,7 +272,7 @@ class TaskQueue:
                 task.result, task.state, task.worker = outcome.result, outcome.state, None
                 if outcome.state == "stopped":
                     again = "; run it again to go on from its last checkpoint" if task.kind == "train" else ""
-                    task.error = f"stopped from the page{again}"
+                    task.error = outcome.error or f"stopped from the page{again}"
                 elif outcome.state == "failed":
                     task.error = named_uploads(outcome.error or "the job failed", uploads)
                 task.finished = time.time()

@@ -42,17 +42,6 @@ POLL_SECONDS = 0.25
 
 
 @dataclass(frozen=True)
-class Job:
-    """``fn(folder, **kwargs)``: what one page job runs, in a worker process."""
-
-    fn: Callable[..., dict[str, Any]]
-    kwargs: dict[str, Any] = field(default_factory=dict)
-
-    def __post_init__(self) -> None:
-        inspect.signature(self.fn).bind(Path(), **self.kwargs)  # a wrong argument fails here, not later
-
-
-@dataclass(frozen=True)
 class Outcome:
     """How a job ended: ``done`` with its result, ``failed`` with the message to show, or ``stopped``.
     ``user_error``: the message is a :class:`~common.errors.UserError`'s (bad input), not a crash."""
@@ -61,6 +50,20 @@ class Outcome:
     result: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
     user_error: bool = False
+
+
+SERVER_STOPPED = Outcome("stopped", error="the page's server stopped while this job ran; run it again")
+
+
+@dataclass(frozen=True)
+class Job:
+    """``fn(folder, **kwargs)``: what one page job runs, in a worker process."""
+
+    fn: Callable[..., dict[str, Any]]
+    kwargs: dict[str, Any] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        inspect.signature(self.fn).bind(Path(), **self.kwargs)  # a wrong argument fails here, not later
 
 
 class WorkerProcess:
@@ -75,6 +78,7 @@ class WorkerProcess:
         self._busy = False
         self._stop_asked_at: float | None = None
         self._listening = False  # the job's Ctrl-C handler is in place: a stop is sent at once
+        self._closing = False
         self._lock = threading.Lock()
         self._start()
 
@@ -103,10 +107,13 @@ class WorkerProcess:
                 _signal_group(self._process.pid, signal.SIGINT)
 
     def close(self, timeout: float = 5.0) -> None:
-        """End the process: after its job when one runs and ends within ``timeout``, else killed."""
+        """End the process: a running job is stopped (Ctrl-C) and given ``timeout`` seconds to unwind, then
+        the process is killed."""
         process, conn = self._process, self._conn
         if process is None:
             return
+        self._closing = True
+        self.stop()
         if process.is_alive():
             with contextlib.suppress(OSError):
                 conn.send(None)
@@ -118,6 +125,8 @@ class WorkerProcess:
         self._process = None
 
     def _start(self) -> None:
+        if self._conn is not None:
+            self._conn.close()
         context = multiprocessing.get_context("spawn")  # a fork of the server (threads, CUDA) is unsafe
         ours, theirs = context.Pipe()
         level = logging.getLogger().getEffectiveLevel()
@@ -129,11 +138,11 @@ class WorkerProcess:
     def _follow(self, follower: Follower) -> Outcome:
         process, conn = self._process, self._conn
         while True:
-            if conn.poll(POLL_SECONDS):
-                try:
-                    event = conn.recv()
-                except (EOFError, OSError):
-                    return self._ended(process)
+            try:
+                event = conn.recv() if conn.poll(POLL_SECONDS) else None
+            except (EOFError, OSError):  # the process is gone (or the server closed the pipe)
+                return self._ended(process)
+            if event is not None:
                 kind, *args = event
                 if kind == "listening":  # a stop asked before this is sent now
                     with self._lock:
@@ -146,6 +155,8 @@ class WorkerProcess:
                     follower.stage_ended(*args)
                 elif kind == "figures":
                     follower.figures(*args)
+                elif kind == "stopped" and self._closing:
+                    return SERVER_STOPPED
                 else:
                     return Outcome(kind, *args)
             elif not process.is_alive():
@@ -166,6 +177,8 @@ class WorkerProcess:
         code = process.exitcode
         self._conn.close()
         self._process = None
+        if self._closing:
+            return SERVER_STOPPED
         if self._stop_asked_at is not None:
             return Outcome("stopped")
         how = f"it was killed by signal {-code}" if code is not None and code < 0 else f"exit code {code}"
