@@ -101,10 +101,22 @@ def test_photo_to_video_plays_in_the_browser(served, shots):
     assert "renderer: warp" in (videos[0].with_name("talking.config.yaml")).read_text()
 
 
-def test_non_image_upload_shows_the_cli_message(served, shots, tmp_path, capsys):
+def test_non_image_upload_shows_the_cli_message(shots, tmp_path, capsys):
+    from pipeline.ui.app import launch
+
+    # a server of its own: on the shared one a reload puts the last photo job's uploads back in the fields
+    port = free_port()
+    demo = launch(tmp_path / "workspace", port=port, block=False)
+    url = f"http://127.0.0.1:{port}/"
+    try:
+        _bad_photo_upload(url, shots, tmp_path, capsys)
+    finally:
+        demo.close()
+
+
+def _bad_photo_upload(url, shots, tmp_path, capsys):
     from pipeline.oneshot import demo_inputs
 
-    url, _ = served
     _, speech, _ = demo_inputs()
     fake = tmp_path / "notes.png"
     fake.write_text("this is not an image")
