@@ -54,16 +54,20 @@ def demo_speech() -> Path:
     return REPO / "assets" / "demo_speech.flac"
 
 
-@pytest.fixture(scope="session")
-def speech_2s(tmp_path_factory, demo_speech) -> Path:
-    """The first 2 s of the demo speech: for runs whose time goes with the speech's length."""
+def first_seconds(speech: Path, seconds: float, path: Path) -> Path:
+    """The first ``seconds`` of ``speech``, written to ``path`` (a wav)."""
     from motion.audio import Audio, load_audio
     from pipeline.prepare import write_wav
 
-    speech = load_audio(demo_speech)
-    path = tmp_path_factory.mktemp("speech_2s") / "speech.wav"
-    write_wav(path, Audio(speech.samples[: 2 * speech.rate], speech.rate))
+    audio = load_audio(speech)
+    write_wav(path, Audio(audio.samples[: int(seconds * audio.rate)], audio.rate))
     return path
+
+
+@pytest.fixture(scope="session")
+def speech_2s(tmp_path_factory, demo_speech) -> Path:
+    """The first 2 s of the demo speech: for runs whose time goes with the speech's length."""
+    return first_seconds(demo_speech, 2.0, tmp_path_factory.mktemp("speech_2s") / "speech.wav")
 
 
 @pytest.fixture(scope="session")

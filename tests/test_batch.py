@@ -20,7 +20,7 @@ from common.errors import InputError, UserError
 from pipeline.batch.manifest import base_overrides, read_manifest
 from pipeline.batch.runner import batch_status, run_batch
 from pipeline.batch.state import DB_NAME, BatchState, output_fingerprint
-from tests.conftest import REPO
+from tests.conftest import REPO, first_seconds
 
 
 def _write_csv(path: Path, header: str, rows: list[str]) -> Path:
@@ -230,12 +230,11 @@ def test_batch_status_without_a_database_is_a_user_error(tmp_path):
 @pytest.fixture(scope="module")
 def media(tmp_path_factory, footage, demo_speech):
     """The synthetic footage, 2 s of speech and 2 s of a sine tone (no speech in it)."""
-    from motion.audio import Audio, load_audio
+    from motion.audio import Audio
     from pipeline.prepare import write_wav
 
     folder = tmp_path_factory.mktemp("media")
-    speech = load_audio(demo_speech)
-    write_wav(folder / "speech.wav", Audio(speech.samples[: 2 * speech.rate], speech.rate))
+    first_seconds(demo_speech, 2.0, folder / "speech.wav")
     t = np.arange(2 * 16000) / 16000
     write_wav(folder / "tone.wav", Audio((0.3 * np.sin(2 * np.pi * 440 * t)).astype(np.float32), 16000))
     os.symlink(footage.path, folder / "clip.mp4")

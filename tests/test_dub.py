@@ -10,10 +10,11 @@ import cv2
 import numpy as np
 import pytest
 
-from motion.audio import Audio, ffmpeg_exe, load_audio
+from motion.audio import Audio, ffmpeg_exe
 from pipeline.cli import main
 from pipeline.timeline import frames_in_order, runs, timeline
 from pipeline.video_io import VideoWriter, first_frame_offset, probe_video, read_video_frames
+from tests.conftest import first_seconds
 
 
 # ---- timeline ---------------------------------------------------------------------------------------
@@ -153,12 +154,7 @@ def _dub(video, audio, out, *extra) -> int:
 @pytest.fixture(scope="module")
 def speech_6s(tmp_path_factory, demo_speech):
     """6 s of the demo speech: longer than the 4 s footage (the footage walks back)."""
-    from pipeline.prepare import write_wav
-
-    speech = load_audio(demo_speech)
-    path = tmp_path_factory.mktemp("speech") / "speech.wav"
-    write_wav(path, Audio(speech.samples[: 6 * speech.rate], speech.rate))
-    return path
+    return first_seconds(demo_speech, 6.0, tmp_path_factory.mktemp("speech") / "speech.wav")
 
 
 @pytest.fixture(scope="module")

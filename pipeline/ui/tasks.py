@@ -248,7 +248,8 @@ class TaskQueue:
         task._ended.set()
 
     def close(self) -> None:
-        """End the workers: a running job is given a few seconds, queued ones are left queued."""
+        """End the workers: a running job is stopped (Ctrl-C) and given a few seconds to unwind; queued ones
+        are left queued."""
         for _ in self._threads:
             self._todo.put(None)
         for worker in self._workers:

@@ -43,13 +43,11 @@ POLL_SECONDS = 0.25
 
 @dataclass(frozen=True)
 class Outcome:
-    """How a job ended: ``done`` with its result, ``failed`` with the message to show, or ``stopped``.
-    ``user_error``: the message is a :class:`~common.errors.UserError`'s (bad input), not a crash."""
+    """How a job ended: ``done`` with its result, ``failed`` with the message to show, or ``stopped``."""
 
     state: str
     result: dict[str, Any] = field(default_factory=dict)
     error: str | None = None
-    user_error: bool = False
 
 
 SERVER_STOPPED = Outcome("stopped", error="the page's server stopped while this job ran; run it again")
@@ -232,7 +230,7 @@ def _serve(conn, gpu: str | None, level: int) -> None:
         except (EOFError, OSError):
             break
         except Exception as err:  # a job whose function cannot be imported here
-            outbox.put(("failed", {}, f"the job could not start: {type(err).__name__}: {err}", False))
+            outbox.put(("failed", {}, f"the job could not start: {type(err).__name__}: {err}"))
             continue
         if item is None:
             break
@@ -288,15 +286,15 @@ def _run_one(
                 result = fn(folder, **kwargs)
         finally:
             signal.signal(signal.SIGINT, signal.SIG_IGN)
-        return ("done", result, None, False)
+        return ("done", result, None)
     except KeyboardInterrupt:
-        return ("stopped", {}, None, False)
+        return ("stopped", {}, None)
     except UserError as err:
-        return ("failed", {}, err.message, True)
+        return ("failed", {}, err.message)
     except BaseException as err:  # shown on the page; the traceback goes to the server's log
         log.exception("page job in %s failed", folder)
         message = f"the job failed: {type(err).__name__}: {err} (the server's log has details)"
-        return ("failed", {}, message, False)
+        return ("failed", {}, message)
 
 
 def _warm() -> None:
